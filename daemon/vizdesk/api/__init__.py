@@ -1,0 +1,1 @@
+"""HTTP API (aiohttp): routes, request validation, error responses."""

@@ -1,0 +1,121 @@
+"""Live session state changes: one Redis subscription fanned out to SSE/websocket clients.
+
+Browsers get pushed changes instead of polling per session; the daemon holds a single
+pub/sub connection however many tabs are open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from aiohttp import web
+
+from .context import ctx
+from .sessions import identity_of
+
+log = structlog.get_logger("vizdesk.events")
+KEEPALIVE_SECONDS = 15.0
+
+
+class EventHub:
+    """Fan-out of the Redis events channel to in-process subscriber queues."""
+
+    def __init__(self, redis: aioredis.Redis, channel: str) -> None:
+        self.redis = redis
+        self.channel = channel
+        self.subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="vizdesk-events")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+        self.subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
+        self.subscribers.discard(q)
+
+    def publish_local(self, event: dict[str, Any]) -> None:
+        for q in list(self.subscribers):
+            with contextlib.suppress(asyncio.QueueFull):
+                q.put_nowait(event)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                await pubsub.subscribe(self.channel)
+                async for message in pubsub.listen():
+                    try:
+                        event = json.loads(message["data"])
+                    except (ValueError, TypeError):
+                        continue
+                    self.publish_local(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("events.subscription_lost", error=str(exc))
+                await asyncio.sleep(1.0)
+
+
+HUB: web.AppKey[EventHub] = web.AppKey("vizdesk_event_hub", EventHub)
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """SSE stream: a snapshot of the caller's sessions, then every change, plus status."""
+    c = ctx(request)
+    identity = identity_of(request)
+    want_all = identity.is_admin and request.query.get("all", "").lower() in ("1", "true")
+    hub = request.app[HUB]
+    q = hub.subscribe()
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    try:
+        sessions = await (c.store.list_all() if want_all else c.store.list_user(identity.user))
+        for s in sessions:
+            await response.write(_sse("session", s.to_public()))
+        slurm_ok = c.tracker.slurm_ok
+        await response.write(_sse("status", {"slurm": "unreachable" if slurm_ok is False else "ok"}))
+        while True:
+            try:
+                event = await asyncio.wait_for(q.get(), timeout=KEEPALIVE_SECONDS)
+            except TimeoutError:
+                await response.write(b": keepalive\n\n")
+            else:
+                if event.get("type") == "session" and (want_all or event.get("user") == identity.user):
+                    await response.write(_sse("session", event["session"]))
+            if c.tracker.slurm_ok is not None and c.tracker.slurm_ok != slurm_ok:
+                slurm_ok = c.tracker.slurm_ok
+                await response.write(_sse("status", {"slurm": "ok" if slurm_ok else "unreachable"}))
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        hub.unsubscribe(q)
+    return response
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/events", events)

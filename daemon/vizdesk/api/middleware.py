@@ -1,0 +1,153 @@
+"""Request middleware: request ids, access log, JSON errors, bearer auth, headers, CORS."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from ..auth.types import AuthError
+from .context import ctx
+from .errors import HTTP_CODES, ApiError, error_response
+from .validation import ValidationError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = structlog.get_logger("vizdesk.http")
+
+# Routes that need no bearer token (the websocket takes a one-time ticket instead).
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"})
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+HTML_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
+def needs_auth(request: web.Request) -> bool:
+    path = request.path
+    if not path.startswith("/api/"):
+        return False
+    if path in PUBLIC_PATHS:
+        return False
+    return not (path.startswith("/api/v1/sessions/") and path.endswith("/vnc"))
+
+
+def bearer_token(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "missing_token", "an Authorization: Bearer <JWT> header is required",
+                       headers={"WWW-Authenticate": 'Bearer realm="vizdesk"'})
+    return token.strip()
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id + access log + latency metric + security headers."""
+    rid = request.headers.get("X-Request-Id", "")
+    if not (0 < len(rid) <= 64 and rid.replace("-", "").isalnum()):
+        rid = secrets.token_hex(8)
+    request["request_id"] = rid
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=rid)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        if not response.prepared:
+            response.headers["X-Request-Id"] = rid
+            for k, v in SECURITY_HEADERS.items():
+                response.headers.setdefault(k, v)
+            if response.content_type == "text/html":
+                response.headers.setdefault("Content-Security-Policy", HTML_CSP)
+            if request.path.startswith("/api/"):
+                response.headers.setdefault("Cache-Control", "no-store")
+        return response
+    finally:
+        elapsed = time.perf_counter() - started
+        route = request.match_info.route.resource
+        route_name = route.canonical if route is not None else "unmatched"
+        ctx(request).metrics.http.labels(request.method, route_name, str(status)).observe(elapsed)
+        identity = request.get("identity")
+        log.info(
+            "http.request",
+            method=request.method,
+            path=request.path,  # never the query string (tickets)
+            status=status,
+            ms=round(elapsed * 1000, 2),
+            user=identity.user if identity is not None else None,
+            remote=request.remote,
+        )
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes ``{"error": {...}}`` with a 4xx/5xx; no traceback ever leaks."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
+    except ValidationError as exc:
+        return error_response(400, exc.code, exc.message, exc.field)
+    except AuthError as exc:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        if exc.status == 401:
+            headers = {**(headers or {}), "WWW-Authenticate": 'Bearer error="invalid_token"'}
+        return error_response(exc.status, exc.code, exc.message, exc.field, headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = HTTP_CODES.get(exc.status, "http_error")
+        message = exc.reason
+        if exc.status == 413:
+            message = "request body too large"
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        return error_response(exc.status, code, message, headers=headers)
+    except RedisError:
+        ctx(request).metrics.redis_errors.inc()
+        log.exception("http.redis_error", path=request.path)
+        return error_response(503, "storage_unavailable", "session store unavailable, retry")
+    except Exception:
+        log.exception("http.internal_error", path=request.path)
+        return error_response(500, "internal_error", "internal error; see the daemon log")
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if needs_auth(request) and request.method != "OPTIONS":
+        token = bearer_token(request)
+        request["identity"] = await ctx(request).authenticator.authenticate(token)
+        structlog.contextvars.bind_contextvars(user=request["identity"].user)
+    return await handler(request)
+
+
+@web.middleware
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """CORS for an allow-list of origins (off when the list is empty)."""
+    allowed = ctx(request).cfg.server.cors_origins
+    origin = request.headers.get("Origin")
+    if not allowed or not origin or origin not in allowed:
+        return await handler(request)
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        response: web.StreamResponse = web.Response(status=204)
+    else:
+        response = await handler(request)
+    if not response.prepared:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+        response.headers["Access-Control-Max-Age"] = "600"
+    return response

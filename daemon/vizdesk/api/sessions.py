@@ -1,0 +1,228 @@
+"""Session endpoints: create, list, inspect, stop, connect (ticket) and the VNC websocket."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from ..audit import audit
+from ..auth.types import AuthError, Identity
+from ..keys import SESSION_ID_RE
+from ..models import Session, SessionState
+from ..proxy import bridge_vnc
+from ..spawner import SpawnError
+from .context import ctx
+from .errors import ApiError
+from .validation import ValidationError, validate_session_request
+
+log = structlog.get_logger("vizdesk.api")
+
+
+def identity_of(request: web.Request) -> Identity:
+    identity: Identity = request["identity"]
+    return identity
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body as JSON: 413 when too large, 415/400 when not JSON."""
+    if request.content_type not in ("application/json", "application/octet-stream", ""):
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    raw = await request.read()  # raises 413 over client_max_size
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError(None, f"body is not valid JSON: {exc}", "invalid_json") from exc
+
+
+async def owned_session(request: web.Request, identity: Identity) -> Session:
+    """The session in the path if the caller may see it; otherwise 404 (never 403)."""
+    sid = request.match_info["id"]
+    if not SESSION_ID_RE.fullmatch(sid):
+        raise ApiError(404, "not_found", "no such session")
+    session = await ctx(request).store.get(sid)
+    if session is None or (session.user != identity.user and not identity.is_admin):
+        raise ApiError(404, "not_found", "no such session")
+    return session
+
+
+async def create_session(request: web.Request) -> web.Response:
+    c = ctx(request)
+    identity = identity_of(request)
+    try:
+        req = validate_session_request(await read_json(request), c.cfg)
+        image_path: str | None = None
+        if req.image is not None:
+            image_path = await resolve_image(request, req.image)
+        active = await c.store.count_active_for_user(identity.user)
+        c.policy.check_session(
+            identity,
+            partition=req.partition,
+            image=req.image,
+            cpus=req.cpus,
+            memory_gb=req.memory_gb,
+            gpus=req.gpus,
+            time_limit_minutes=req.time_limit_minutes,
+            active_sessions=active,
+        )
+        await c.ratelimiter.hit(identity.user, "create")
+    except (ValidationError, ApiError, AuthError) as exc:
+        audit(request, "session.create", "denied", reason=getattr(exc, "code", "invalid"),
+              field=getattr(exc, "field", None))
+        raise
+    try:
+        session = await c.spawner.create(identity, req, image_path)
+    except SpawnError as exc:
+        audit(request, "session.create", "failed", session=exc.session.id, reason=exc.code)
+        raise ApiError(exc.status, exc.code, exc.message) from exc
+    c.tracker.poke()
+    audit(request, "session.create", "ok", session=session.id, job_id=session.job_id)
+    return web.json_response(session.to_public(), status=201)
+
+
+async def resolve_image(request: web.Request, ref: str) -> str:
+    """Catalog id or name → .sif path; unknown → 400 naming the field."""
+    c = ctx(request)
+    if c.images is not None:
+        image = await c.images.resolve(ref)
+        if image is not None:
+            return str(image.path)
+    elif ref in c.cfg.sessions.images:
+        return c.cfg.sessions.images[ref]
+    raise ValidationError("image", f"unknown image {ref!r}", "unknown_image")
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    c = ctx(request)
+    identity = identity_of(request)
+    want_all = request.query.get("all", "").lower() in ("1", "true", "yes")
+    if want_all and not identity.is_admin:
+        raise ApiError(403, "forbidden", "only admins may list all sessions", field="all")
+    sessions = await (c.store.list_all() if want_all else c.store.list_user(identity.user))
+    state = request.query.get("state")
+    if state:
+        sessions = [s for s in sessions if s.state.value == state.upper()]
+    return web.json_response({"sessions": [s.to_public() for s in sessions]})
+
+
+async def get_session(request: web.Request) -> web.Response:
+    session = await owned_session(request, identity_of(request))
+    return web.json_response(session.to_public())
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    c = ctx(request)
+    identity = identity_of(request)
+    try:
+        session = await owned_session(request, identity)
+    except ApiError:
+        audit(request, "session.delete", "denied", session=request.match_info["id"][:32])
+        raise
+    by = "admin " + identity.user if session.user != identity.user else "user"
+    updated = await c.spawner.stop(session, by=by)
+    c.tracker.poke()
+    audit(request, "session.delete", "ok", session=session.id, owner=session.user)
+    return web.json_response(updated.to_public(), status=202)
+
+
+async def connect_session(request: web.Request) -> web.Response:
+    c = ctx(request)
+    identity = identity_of(request)
+    try:
+        session = await owned_session(request, identity)
+    except ApiError:
+        audit(request, "session.connect", "denied", session=request.match_info["id"][:32])
+        raise
+    if session.user != identity.user:
+        # Admins may stop others' desktops but never look into them.
+        audit(request, "session.connect", "denied", session=session.id, reason="not_owner")
+        raise ApiError(403, "forbidden", "only the session's owner may connect")
+    if session.state != SessionState.READY:
+        raise ApiError(409, "not_ready", f"session is {session.state.value}, not READY")
+    ticket = await c.tickets.issue(identity.user, session.id, request.headers.get("Origin"))
+    audit(request, "session.connect", "ok", session=session.id)
+    return web.json_response(
+        {
+            "ticket": ticket,
+            "ws_path": f"/api/v1/sessions/{session.id}/vnc?ticket={ticket}",
+            "expires_in": c.cfg.tickets.ttl_seconds,
+        }
+    )
+
+
+def origin_allowed(request: web.Request) -> bool:
+    origin = request.headers.get("Origin")
+    allowed = ctx(request).cfg.server.allowed_origins
+    if origin is None:
+        return True  # non-browser client; the ticket still binds it
+    if allowed:
+        return origin in allowed
+    return origin in {f"{request.scheme}://{request.host}", f"https://{request.host}"}
+
+
+async def vnc_websocket(request: web.Request) -> web.StreamResponse:
+    c = ctx(request)
+    sid = request.match_info["id"]
+    if not SESSION_ID_RE.fullmatch(sid):
+        raise ApiError(404, "not_found", "no such session")
+    if not origin_allowed(request):
+        audit(request, "session.websocket", "denied", session=sid, reason="origin")
+        raise ApiError(403, "bad_origin", "websocket Origin not allowed")
+    try:
+        user = await c.tickets.redeem(
+            request.query.get("ticket", ""), sid, request.headers.get("Origin")
+        )
+    except AuthError:
+        audit(request, "session.websocket", "denied", session=sid, reason="bad_ticket")
+        raise
+    session = await c.store.get(sid)
+    if session is None or session.user != user:
+        raise ApiError(404, "not_found", "no such session")
+    if session.state != SessionState.READY or not session.node:
+        raise ApiError(409, "not_ready", f"session is {session.state.value}, not READY")
+    reg = await c.registrations.load(sid)
+    if reg is None:
+        raise ApiError(409, "not_ready", "desktop not registered")
+    if c.websockets.get(sid, 0) >= c.cfg.limits.max_websockets_per_session:
+        raise ApiError(429, "too_many_connections", "too many open connections to this desktop")
+    ws = web.WebSocketResponse(
+        protocols=("binary",),
+        max_msg_size=c.cfg.limits.ws_max_message_bytes,
+        heartbeat=30.0,
+    )
+    await ws.prepare(request)
+    c.websockets[sid] = c.websockets.get(sid, 0) + 1
+    c.metrics.proxy_open.inc()
+    audit(request, "session.websocket", "open", user=user, session=sid, node=session.node)
+
+    def on_bytes(direction: str, n: int) -> None:
+        c.metrics.proxy_bytes.labels(direction=direction).inc(n)
+
+    reason = "error"
+    try:
+        # The target host is the node Slurm reports, never one from the registration.
+        reason = await bridge_vnc(
+            ws, session.node, reg.port, reg.password, limits=c.cfg.limits, on_bytes=on_bytes
+        )
+    finally:
+        c.metrics.proxy_open.dec()
+        left = c.websockets.get(sid, 1) - 1
+        if left > 0:
+            c.websockets[sid] = left
+        else:
+            c.websockets.pop(sid, None)
+        audit(request, "session.websocket", "closed", user=user, session=sid, reason=reason)
+    return ws
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post("/api/v1/sessions", create_session)
+    app.router.add_get("/api/v1/sessions", list_sessions)
+    app.router.add_get("/api/v1/sessions/{id}", get_session)
+    app.router.add_delete("/api/v1/sessions/{id}", delete_session)
+    app.router.add_post("/api/v1/sessions/{id}/connect", connect_session)
+    app.router.add_get("/api/v1/sessions/{id}/vnc", vnc_websocket)

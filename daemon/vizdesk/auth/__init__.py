@@ -1,0 +1,1 @@
+"""Authentication and authorisation: JWT verification, POSIX accounts, group policy."""

@@ -1,0 +1,303 @@
+"""Configuration: one YAML file, typed sections with defaults that fit the test bed.
+
+Every key is documented in ``docs/configuration.md``. Secrets are never inline in the
+YAML: they are read from ``*_file`` paths (or environment variables), so the file itself
+can be world-readable and shared with compute nodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_CONFIG = "VIZDESK_CONFIG"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ConfigError(ValueError):
+    """Raised for a missing, malformed or inconsistent configuration."""
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""
+    max_body_bytes: int = 65536
+    max_header_bytes: int = 8190
+    allowed_origins: list[str] = field(default_factory=list)
+    cors_origins: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LogConfig:
+    level: str = "info"
+    format: str = "auto"  # json | console | auto (console when stdout is a terminal)
+
+
+@dataclass
+class RedisConfig:
+    url: str = "redis://127.0.0.1:6379/0"
+    username: str = ""
+    password_file: str = ""
+    key_prefix: str = "vizdesk:"
+    node_url: str = ""  # how compute nodes reach Redis; defaults to url
+
+    def password(self) -> str | None:
+        env = os.environ.get("VIZDESK_REDIS_PASSWORD_DAEMON")
+        if env:
+            return env
+        if self.password_file:
+            return _read_secret(self.password_file, "redis.password_file")
+        return None
+
+
+@dataclass
+class AuthConfig:
+    algorithms: list[str] = field(default_factory=lambda: ["HS256"])
+    hs256_secret_file: str = ""
+    public_key_files: dict[str, str] = field(default_factory=dict)  # kid -> PEM path
+    jwks_file: str = ""
+    issuer: str = ""
+    audience: str = ""
+    leeway_seconds: int = 30
+    username_claim: str = "sub"
+    groups_claim: str = "groups"
+    min_uid: int = 1000
+    denied_users: list[str] = field(
+        default_factory=lambda: ["root", "slurm", "munge", "redis", "vizdesk", "nobody"]
+    )
+    admin_groups: list[str] = field(default_factory=lambda: ["vizdesk-admins"])
+    dev_token_issuer: str = "vizdesk-dev"
+    # Tokens whose exp is further than this from now are refused (0 = no bound); it also
+    # bounds how long a revocation by jti alone must be remembered.
+    max_token_lifetime_seconds: int = 24 * 3600
+    require_jti: bool = False  # refuse tokens without jti (which cannot be revoked)
+
+    def hs256_secret(self) -> str | None:
+        env = os.environ.get("VIZDESK_JWT_SECRET")
+        if env:
+            return env
+        if self.hs256_secret_file:
+            return _read_secret(self.hs256_secret_file, "auth.hs256_secret_file")
+        return None
+
+
+@dataclass
+class SlurmConfig:
+    backend: str = "auto"  # auto | cli | pyslurm
+    submit_prefix: list[str] = field(default_factory=lambda: ["runuser", "-u", "{user}", "--"])
+    sbatch: str = "sbatch"
+    squeue: str = "squeue"
+    scancel: str = "scancel"
+    command_timeout_seconds: float = 15.0
+    poll_interval_seconds: float = 1.0
+    job_name_prefix: str = "vizdesk"
+    default_partition: str = ""
+    partitions: list[str] = field(default_factory=list)  # offered partitions ([] = any)
+    extra_sbatch_args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SessionsConfig:
+    jobscript: str = str(REPO_ROOT / "jobscripts" / "vnc.sbatch")
+    output_dir: str = ""  # sbatch --output directory ("" = Slurm default, the job's cwd)
+    workdir: str = "/tmp"
+    default_cpus: int = 1
+    default_memory_gb: int = 2
+    default_gpus: int = 0
+    default_time_limit_minutes: int = 60
+    default_geometry: str = "1280x800"
+    max_cpus: int = 64
+    max_memory_gb: int = 1024
+    max_gpus: int = 8
+    max_time_limit_minutes: int = 7 * 24 * 60
+    max_width: int = 7680
+    max_height: int = 4320
+    start_timeout_seconds: float = 300.0  # STARTING without registration → FAILED
+    registration_ttl_seconds: int = 30
+    ended_retention_seconds: int = 7 * 24 * 3600
+    images: dict[str, str] = field(default_factory=dict)  # name -> .sif path (catalog seed)
+
+
+@dataclass
+class TicketsConfig:
+    ttl_seconds: int = 15
+
+
+@dataclass
+class NodeConfig:
+    port_min: int = 5901
+    port_max: int = 5999
+    vnc_flavor: str = "auto"  # auto | turbovnc | tigervnc
+    xvnc: str = "Xvnc"
+    turbovnc_vncserver: str = "/opt/TurboVNC/bin/vncserver"
+    desktop_command: list[str] = field(default_factory=lambda: ["startxfce4"])
+    depth: int = 24
+    startup_timeout_seconds: float = 30.0
+    heartbeat_interval_seconds: float = 5.0
+    vizdesk_command: str = ""  # absolute path of `vizdesk` on the nodes ("" = PATH)
+    vglrun: str = "vglrun"
+    vgl_device: str = "egl"
+    apptainer: str = "apptainer"
+    apptainer_binds: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GroupPolicy:
+    """What members of one group may ask for. "*" in a list means anything."""
+
+    partitions: list[str] = field(default_factory=lambda: ["*"])
+    images: list[str] = field(default_factory=lambda: ["*"])
+    max_gpus: int = 0
+    max_cpus: int = 8
+    max_memory_gb: int = 32
+    max_time_limit_minutes: int = 8 * 60
+    max_sessions: int = 2
+    max_jobs: int = 20
+
+
+@dataclass
+class PolicyConfig:
+    """Group policies; a user gets the most permissive of their groups' entries.
+
+    The group "*" applies to every authenticated user.
+    """
+
+    groups: dict[str, GroupPolicy] = field(default_factory=lambda: {"*": GroupPolicy()})
+
+
+@dataclass
+class LimitsConfig:
+    create_per_window: int = 10  # session/job creations per user per window
+    window_seconds: int = 60
+    max_websockets_per_session: int = 4
+    ws_idle_timeout_seconds: int = 3600
+    ws_max_message_bytes: int = 4 * 1024 * 1024
+    ws_handshake_timeout_seconds: int = 15
+
+
+@dataclass
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    sessions: SessionsConfig = field(default_factory=SessionsConfig)
+    tickets: TicketsConfig = field(default_factory=TicketsConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    path: str = ""  # where it was loaded from (not a YAML key)
+
+    def validate(self) -> None:
+        n = self.node
+        if not (1024 <= n.port_min <= n.port_max <= 65535):
+            raise ConfigError("node.port_min/port_max: need 1024 <= port_min <= port_max <= 65535")
+        allowed = {"HS256", "RS256", "ES256"}
+        bad = [a for a in self.auth.algorithms if a not in allowed]
+        if bad or not self.auth.algorithms:
+            raise ConfigError(f"auth.algorithms: only {sorted(allowed)} are allowed, got {bad}")
+        if self.slurm.backend not in {"auto", "cli", "pyslurm"}:
+            raise ConfigError("slurm.backend: one of auto, cli, pyslurm")
+        if n.vnc_flavor not in {"auto", "turbovnc", "tigervnc"}:
+            raise ConfigError("node.vnc_flavor: one of auto, turbovnc, tigervnc")
+        if self.log.format not in {"auto", "json", "console"}:
+            raise ConfigError("log.format: one of auto, json, console")
+        if not any("{user}" in part for part in self.slurm.submit_prefix):
+            raise ConfigError("slurm.submit_prefix must contain '{user}' (jobs run as the user)")
+        if self.tickets.ttl_seconds <= 0 or self.tickets.ttl_seconds > 30:
+            raise ConfigError("tickets.ttl_seconds: between 1 and 30")
+
+    @property
+    def node_redis_url(self) -> str:
+        return self.redis.node_url or self.redis.url
+
+
+def _read_secret(path: str, key: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from exc
+
+
+def _build(cls: type[Any], data: Any, where: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.name != "path"}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(typing.cast(type[Any], hint), value, key)
+        else:
+            kwargs[name] = _coerce(hint, value, key)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list")
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping")
+        _, vt = typing.get_args(hint)
+        if dataclasses.is_dataclass(vt):
+            return {str(k): _build(typing.cast(type[Any], vt), v, f"{key}.{k}") for k, v in value.items()}
+        return {str(k): _coerce(vt, v, f"{key}.{k}") for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false")
+        return value
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a string")
+        return str(value)
+    return value
+
+
+def load_config(path: str | None = None) -> Config:
+    """Load and validate the config from ``path``, ``$VIZDESK_CONFIG`` or defaults."""
+    path = path or os.environ.get(ENV_CONFIG)
+    data: Any = {}
+    if path:
+        try:
+            with open(path) as fh:
+                data = yaml.safe_load(fh) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+    cfg: Config = _build(Config, data, "")
+    cfg.path = str(Path(path).resolve()) if path else ""
+    cfg.validate()
+    return cfg

@@ -1,0 +1,73 @@
+"""Redis key layout, in one place: every module builds its keys here."""
+
+from __future__ import annotations
+
+import re
+
+SESSION_ID_RE = re.compile(r"^[a-f0-9]{16}$")
+
+
+class Keys:
+    """Key names under a configurable prefix (default ``vizdesk:``)."""
+
+    def __init__(self, prefix: str = "vizdesk:") -> None:
+        self.prefix = prefix
+
+    def session(self, sid: str) -> str:
+        """JSON of one session object (the API's view plus internal fields)."""
+        return f"{self.prefix}session:{sid}"
+
+    def user_sessions(self, user: str) -> str:
+        """Set of a user's session ids."""
+        return f"{self.prefix}user:{user}:sessions"
+
+    @property
+    def all_sessions(self) -> str:
+        """Sorted set of every session id, scored by creation time."""
+        return f"{self.prefix}sessions:all"
+
+    @property
+    def active_sessions(self) -> str:
+        """Set of ids of sessions not yet ENDED/FAILED (what the tracker polls)."""
+        return f"{self.prefix}sessions:active"
+
+    def registration(self, sid: str) -> str:
+        """The compute node's registration (JSON, with TTL), written by the job only."""
+        return f"{self.prefix}reg:{sid}"
+
+    def ticket(self, digest: str) -> str:
+        """A websocket ticket, stored under the SHA-256 of the ticket."""
+        return f"{self.prefix}ticket:{digest}"
+
+    def revoked(self, jti: str) -> str:
+        """Deny-list entry for a revoked token id (TTL = the token's remaining life)."""
+        return f"{self.prefix}revoked:{jti}"
+
+    def rate(self, user: str, action: str) -> str:
+        """Sliding-window rate-limit log of one user's action."""
+        return f"{self.prefix}rate:{action}:{user}"
+
+    @property
+    def events_channel(self) -> str:
+        """Pub/sub channel of session state changes."""
+        return f"{self.prefix}events"
+
+    def job(self, jid: str) -> str:
+        """JSON of one batch job object."""
+        return f"{self.prefix}job:{jid}"
+
+    def user_jobs(self, user: str) -> str:
+        return f"{self.prefix}user:{user}:jobs"
+
+    @property
+    def active_jobs(self) -> str:
+        return f"{self.prefix}jobs:active"
+
+    @property
+    def image_catalog(self) -> str:
+        return f"{self.prefix}images"
+
+    @staticmethod
+    def acl_user(sid: str) -> str:
+        """Name of the per-session Redis ACL user that may write only its registration."""
+        return f"vizdesk-s-{sid}"

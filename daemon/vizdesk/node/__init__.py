@@ -1,0 +1,1 @@
+"""Compute-node side: the `vizdesk node vnc` wrapper that a Slurm job runs."""

@@ -1,0 +1,94 @@
+"""Per-session registration credentials (Redis 7 ACL users) and registration checks.
+
+Each session gets its own Redis ACL user that may only GET/SET/DEL/EXPIRE its one
+registration key. The job receives those credentials in its environment; nobody else
+holds them, so nobody else can point the proxy at a port.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from .keys import Keys
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A validated registration, as the daemon uses it (the host is NOT taken from it)."""
+
+    session_id: str
+    port: int
+    display: int | None
+    password: str
+    vnc: str
+    raw: dict[str, Any]
+
+
+class RegistrationRejected(ValueError):
+    """The registration exists but must not be used (port out of range, wrong session...)."""
+
+
+class RegistrationManager:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, port_min: int, port_max: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.port_min = port_min
+        self.port_max = port_max
+
+    async def create_credentials(self, sid: str) -> tuple[str, str]:
+        """Create the session's ACL user; returns (username, password)."""
+        username = self.keys.acl_user(sid)
+        password = secrets.token_urlsafe(32)
+        key = self.keys.registration(sid)
+        await self.redis.execute_command(
+            "ACL", "SETUSER", username, "reset", "on", f">{password}",
+            f"~{key}", "resetchannels", "-@all",
+            "+get", "+set", "+del", "+expire", "+ping", "+hello", "+client|setinfo",
+            "+select",
+        )  # fmt: skip
+        return username, password
+
+    async def delete_credentials(self, sid: str) -> None:
+        await self.redis.execute_command("ACL", "DELUSER", self.keys.acl_user(sid))
+        await self.redis.delete(self.keys.registration(sid))
+
+    async def load(self, sid: str) -> Registration | None:
+        """The session's registration, or None if absent. Raises RegistrationRejected."""
+        raw = await self.redis.get(self.keys.registration(sid))
+        if raw is None:
+            return None
+        return self.validate(sid, raw)
+
+    def validate(self, sid: str, raw: str | bytes) -> Registration:
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise RegistrationRejected("registration is not JSON") from exc
+        if not isinstance(data, dict):
+            raise RegistrationRejected("registration is not an object")
+        if data.get("session_id") != sid:
+            raise RegistrationRejected("registration names another session")
+        port = data.get("port")
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise RegistrationRejected("registration port is not an integer")
+        if not self.port_min <= port <= self.port_max:
+            raise RegistrationRejected(
+                f"registered port {port} outside {self.port_min}-{self.port_max}"
+            )
+        password = data.get("password")
+        if not isinstance(password, str) or not password:
+            raise RegistrationRejected("registration has no VNC password")
+        display = data.get("display")
+        return Registration(
+            session_id=sid,
+            port=port,
+            display=display if isinstance(display, int) else None,
+            password=password,
+            vnc=str(data.get("vnc", "")),
+            raw=data,
+        )

@@ -1,0 +1,1 @@
+"""Scheduler adapters: the Slurm CLI backend and the pyslurm backend behind one interface."""

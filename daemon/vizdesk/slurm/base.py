@@ -1,0 +1,141 @@
+"""The scheduler adapter contract: submit / info / cancel behind one interface.
+
+Modelled on Open OnDemand's ``ood_core`` job adapters: one class per backend (Slurm CLI,
+pyslurm), all returning the same small :class:`JobStatus` value object.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class JobState(enum.StrEnum):
+    """Slurm base job states (flags such as COMPLETING are folded in by the parsers)."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUSPENDED = "SUSPENDED"
+    COMPLETING = "COMPLETING"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+    TIMEOUT = "TIMEOUT"
+    NODE_FAIL = "NODE_FAIL"
+    PREEMPTED = "PREEMPTED"
+    BOOT_FAIL = "BOOT_FAIL"
+    DEADLINE = "DEADLINE"
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def is_finished(self) -> bool:
+        return self in _FINISHED
+
+    @property
+    def is_running(self) -> bool:
+        return self in (JobState.RUNNING, JobState.COMPLETING)
+
+
+_FINISHED = frozenset(
+    {
+        JobState.COMPLETED,
+        JobState.CANCELLED,
+        JobState.FAILED,
+        JobState.TIMEOUT,
+        JobState.NODE_FAIL,
+        JobState.PREEMPTED,
+        JobState.BOOT_FAIL,
+        JobState.DEADLINE,
+        JobState.OUT_OF_MEMORY,
+    }
+)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """What the daemon needs to know about one Slurm job."""
+
+    job_id: str
+    state: JobState
+    reason: str = ""  # Slurm's state reason ("" for None)
+    user: str = ""
+    name: str = ""
+    partition: str = ""
+    batch_host: str = ""  # the node running the batch script ("" until it runs)
+    nodes: str = ""  # node list expression
+    exit_code: int | None = None
+    signal: int | None = None
+    submit_time: datetime | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """A validated batch submission. Every field comes from validated input or config.
+
+    ``env`` is handed to the job through the submitting process's environment
+    (``sbatch --export=ALL`` of a minimal environment), never on a command line.
+    """
+
+    user: str
+    script: str  # absolute path of the batch script
+    job_name: str
+    cpus: int
+    memory_mb: int
+    time_limit_minutes: int
+    gpus: int = 0
+    partition: str = ""
+    workdir: str = "/tmp"
+    output: str = ""  # --output path pattern ("" = Slurm's default)
+    env: Mapping[str, str] = field(default_factory=dict)
+    script_args: tuple[str, ...] = ()
+
+
+class SlurmError(Exception):
+    """A Slurm call failed for a reason that is not the caller's fault."""
+
+
+class SlurmUnavailable(SlurmError):
+    """slurmctld could not be reached (timeout, connection refused, munge failure)."""
+
+
+class SlurmRejected(SlurmError):
+    """Slurm refused a submission (bad partition, over a limit...); message is for users."""
+
+
+class SlurmBackend(abc.ABC):
+    """One scheduler adapter. Implementations must not block the event loop."""
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    async def submit(self, req: SubmitRequest) -> str:
+        """Submit as ``req.user``; return the job id. Raises SlurmRejected/SlurmUnavailable."""
+
+    @abc.abstractmethod
+    async def info_many(self, job_ids: Collection[str]) -> dict[str, JobStatus]:
+        """Status of many jobs with ONE scheduler query. Ids Slurm does not know are absent.
+
+        Raises SlurmUnavailable when the scheduler cannot be asked (callers must then keep
+        their state as it is).
+        """
+
+    async def info(self, job_id: str) -> JobStatus | None:
+        return (await self.info_many([job_id])).get(job_id)
+
+    @abc.abstractmethod
+    async def cancel(self, job_id: str, user: str) -> None:
+        """Cancel the job (as ``user``); an already finished or unknown job is not an error."""
+
+    async def ping(self) -> bool:
+        """True when the scheduler answers."""
+        try:
+            await self.info_many([])
+        except SlurmError:
+            return False
+        return True
