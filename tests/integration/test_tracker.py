@@ -1,0 +1,174 @@
+"""Tracker logic on real Redis with a scripted backend (the real-Slurm path is in tests/e2e).
+
+Checks the two promises the peers break: one Slurm query per tick for all sessions, and
+no session ended or changed while Slurm cannot be asked.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Collection
+from datetime import UTC, datetime
+
+import pytest
+
+from vizdesk.config import Config
+from vizdesk.keys import Keys
+from vizdesk.metrics import Metrics
+from vizdesk.models import Session, SessionState
+from vizdesk.registrations import RegistrationManager
+from vizdesk.slurm.base import (
+    JobState,
+    JobStatus,
+    SlurmBackend,
+    SlurmUnavailable,
+    SubmitRequest,
+)
+from vizdesk.store import SessionStore
+from vizdesk.tracker import Tracker
+
+
+class ScriptedBackend(SlurmBackend):
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, JobStatus] = {}
+        self.down = False
+        self.queries: list[list[str]] = []
+        self.cancelled: list[str] = []
+
+    async def submit(self, req: SubmitRequest) -> str:
+        raise AssertionError("not used")
+
+    async def info_many(self, job_ids: Collection[str]) -> dict[str, JobStatus]:
+        self.queries.append(list(job_ids))
+        if self.down:
+            raise SlurmUnavailable("slurmctld down")
+        return {j: self.jobs[j] for j in job_ids if j in self.jobs}
+
+    async def cancel(self, job_id: str, user: str) -> None:
+        self.cancelled.append(job_id)
+
+
+@pytest.fixture
+async def world(redis_admin):
+    cfg = Config()
+    keys = Keys(f"vzt-tracker-{secrets.token_hex(3)}:")
+    backend = ScriptedBackend()
+    metrics = Metrics()
+    store = SessionStore(redis_admin, keys, 600)
+    regs = RegistrationManager(redis_admin, keys, 5901, 5999)
+    tracker = Tracker(cfg, backend, store, regs, metrics)
+    yield cfg, keys, backend, store, tracker, redis_admin
+    for key in await redis_admin.keys(keys.prefix + "*"):
+        await redis_admin.delete(key)
+
+
+async def add_session(store: SessionStore, job_id: str, user: str = "alice") -> Session:
+    s = Session(id=secrets.token_hex(8), user=user, partition="viz", cpus=1, memory_gb=1,
+                gpus=0, time_limit_minutes=10, geometry="800x600", job_id=job_id)
+    await store.create(s)
+    return s
+
+
+def running(job_id: str, user: str = "alice") -> JobStatus:
+    return JobStatus(job_id, JobState.RUNNING, user=user, batch_host="node1",
+                     start_time=datetime.now(UTC))
+
+
+async def test_one_query_per_tick_for_all_sessions(world) -> None:
+    _, _, backend, store, tracker, _ = world
+    for i in range(25):
+        await add_session(store, str(1000 + i))
+        backend.jobs[str(1000 + i)] = JobStatus(str(1000 + i), JobState.PENDING,
+                                                reason="Resources", user="alice")
+    await tracker.tick()
+    assert len(backend.queries) == 1 and len(backend.queries[0]) == 25
+    sessions = await store.get_many(await store.active_ids())
+    assert {s.state for s in sessions} == {SessionState.PENDING}
+    assert all(s.reason == "queued: Resources" for s in sessions)
+
+
+async def test_slurm_down_changes_nothing(world) -> None:
+    _, _, backend, store, tracker, _ = world
+    s = await add_session(store, "2001")
+    backend.jobs["2001"] = running("2001")
+    await tracker.tick()
+    before = await store.get(s.id)
+    assert before is not None and before.state == SessionState.STARTING
+    backend.down = True
+    backend.jobs.clear()  # even if Slurm "forgot" it, a failed query must not end anything
+    for _ in range(3):
+        await tracker.tick()
+    after = await store.get(s.id)
+    assert after == before
+    assert tracker.slurm_ok is False
+    backend.down = False
+    await tracker.tick()
+    assert tracker.slurm_ok is True
+    gone = await store.get(s.id)
+    assert gone is not None and gone.state == SessionState.ENDED
+    assert gone.reason == "job no longer known to Slurm"
+
+
+async def test_registration_makes_ready_and_bad_port_fails(world) -> None:
+    _, keys, backend, store, tracker, redis = world
+    good = await add_session(store, "3001")
+    bad = await add_session(store, "3002")
+    backend.jobs["3001"] = running("3001")
+    backend.jobs["3002"] = running("3002")
+    await redis.set(keys.registration(good.id),
+                    json.dumps({"session_id": good.id, "port": 5950, "password": "x"}))
+    await redis.set(keys.registration(bad.id),
+                    json.dumps({"session_id": bad.id, "port": 22, "password": "x"}))
+    await tracker.tick()
+    g, b = await store.get(good.id), await store.get(bad.id)
+    assert g is not None and g.state == SessionState.READY and g.node == "node1"
+    assert b is not None and b.state == SessionState.FAILED
+    assert "registration rejected" in b.reason and "22" in b.reason
+    assert "3002" in backend.cancelled
+    assert not await redis.exists(keys.registration(bad.id))
+
+
+async def test_job_of_another_user_is_refused(world) -> None:
+    _, _, backend, store, tracker, _ = world
+    s = await add_session(store, "4001", user="alice")
+    backend.jobs["4001"] = running("4001", user="bob")
+    await tracker.tick()
+    got = await store.get(s.id)
+    assert got is not None and got.state == SessionState.FAILED
+
+
+async def test_finished_job_outcomes(world) -> None:
+    _, _, backend, store, tracker, _ = world
+    cases = {
+        "5001": (JobState.CANCELLED, SessionState.ENDED, "cancelled"),
+        "5002": (JobState.TIMEOUT, SessionState.ENDED, "time limit"),
+        "5003": (JobState.FAILED, SessionState.FAILED, "exit code 3"),
+        "5004": (JobState.NODE_FAIL, SessionState.FAILED, "node failure"),
+    }
+    ids = {}
+    for jid, (jstate, _, _) in cases.items():
+        ids[jid] = (await add_session(store, jid)).id
+        backend.jobs[jid] = JobStatus(jid, jstate, user="alice", exit_code=3)
+    await tracker.tick()
+    for jid, (_, sstate, words) in cases.items():
+        s = await store.get(ids[jid])
+        assert s is not None and s.state == sstate and words in s.reason, (jid, s)
+    assert not await store.active_ids()
+
+
+async def test_lost_heartbeat_leaves_ready(world) -> None:
+    _, keys, backend, store, tracker, redis = world
+    s = await add_session(store, "6001")
+    backend.jobs["6001"] = running("6001")
+    await redis.set(keys.registration(s.id),
+                    json.dumps({"session_id": s.id, "port": 5960, "password": "x"}))
+    await tracker.tick()
+    assert (await store.get(s.id)).state == SessionState.READY  # type: ignore[union-attr]
+    await redis.delete(keys.registration(s.id))
+    await tracker.tick()
+    after = await store.get(s.id)
+    assert after is not None and after.state == SessionState.FAILED
+    assert "heartbeat" in after.reason
