@@ -87,8 +87,12 @@ class Spawner:
             image_path=image_path,
             reason="submitting to Slurm",
         )
-        await self.store.create(session)
         acl_user, acl_password = await self.registrations.create_credentials(session.id)
+        try:
+            await self.store.create(session)
+        except BaseException:
+            await self.registrations.delete_credentials(session.id)
+            raise
         submit = SubmitRequest(
             user=identity.user,
             script=self.cfg.sessions.jobscript,

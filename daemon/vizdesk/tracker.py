@@ -11,7 +11,7 @@ import contextlib
 import time
 from collections import Counter as TallyCounter
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 from redis.exceptions import RedisError
@@ -28,6 +28,16 @@ if TYPE_CHECKING:
     from .store import SessionStore
 
 log = structlog.get_logger("vizdesk.tracker")
+
+
+class TrackedSource(Protocol):
+    """Something else whose Slurm jobs ride on the tracker's one query (e.g. batch jobs)."""
+
+    async def active_job_ids(self) -> list[str]: ...
+
+    async def apply(self, statuses: dict[str, JobStatus]) -> None:
+        """Statuses of its active ids that Slurm knows; an absent id is gone from Slurm."""
+        ...
 
 CANCEL_RETRY = timedelta(seconds=10)
 
@@ -79,6 +89,7 @@ class Tracker:
         self._task: asyncio.Task[None] | None = None
         self._gauge_labels: dict[str, tuple[str, str, str]] = {}
         self._gpu_labels: dict[str, list[tuple[str, str, str, str]]] = {}
+        self.sources: list[TrackedSource] = []
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="vizdesk-tracker")
@@ -111,6 +122,9 @@ class Tracker:
         self.ticks += 1
         sessions = await self.store.get_many(await self.store.active_ids())
         job_ids = [s.job_id for s in sessions if s.job_id]
+        source_ids = [await src.active_job_ids() for src in self.sources]
+        for ids in source_ids:
+            job_ids.extend(ids)
         started = time.monotonic()
         try:
             self.slurm_queries += 1
@@ -126,6 +140,12 @@ class Tracker:
         if self.slurm_ok is False:
             log.info("tracker.slurm_back", seconds=round(time.monotonic() - started, 3))
         self.slurm_ok = True
+        for src, ids in zip(self.sources, source_ids, strict=True):
+            if ids:
+                try:
+                    await src.apply({j: statuses[j] for j in ids if j in statuses})
+                except Exception:
+                    log.exception("tracker.source_error", source=type(src).__name__)
         results = await asyncio.gather(
             *(self._advance(s, statuses.get(s.job_id) if s.job_id else None) for s in sessions),
             return_exceptions=True,

@@ -93,9 +93,12 @@ async def handshake(stream: WsStream | TcpStream, password: str | None = None) -
     return ServerInit(width, height, bpp, name, types)
 
 
-async def full_framebuffer(stream: WsStream | TcpStream, init: ServerInit) -> tuple[int, bytes]:
-    """Request a non-incremental update with Raw encoding; return (covered pixels, sample)."""
-    await stream.write(struct.pack("!BBHi", 2, 0, 1, 0))  # SetEncodings: Raw
+async def full_framebuffer(
+    stream: WsStream | TcpStream, init: ServerInit, *, set_encodings: bool = True
+) -> tuple[int, bytes]:
+    """Request a non-incremental update with Raw encoding; return (covered pixels, pixels)."""
+    if set_encodings:
+        await stream.write(struct.pack("!BBHi", 2, 0, 1, 0))  # SetEncodings: Raw
     await stream.write(struct.pack("!BBHHHH", 3, 0, 0, 0, init.width, init.height))
     covered = 0
     sample = bytearray()
@@ -122,8 +125,7 @@ async def full_framebuffer(stream: WsStream | TcpStream, init: ServerInit) -> tu
                 raise ConnectionError(f"server sent encoding {enc}, asked Raw only")
             data = await stream.read_exactly(w * h * bytes_pp)
             covered += w * h
-            if len(sample) < 1 << 20:
-                sample.extend(data[: 1 << 20])
+            sample.extend(data)
     return covered, bytes(sample)
 
 

@@ -22,7 +22,7 @@ from ..spawner import Spawner
 from ..store import SessionStore
 from ..tickets import TicketIssuer
 from ..tracker import Tracker
-from . import events, health, me, sessions
+from . import events, health, me, openapi, sessions
 from .context import CTX, Context
 from .middleware import authenticate, cors, json_errors, request_context
 
@@ -108,10 +108,16 @@ def create_app(
         await context.redis.aclose()
 
     app.cleanup_ctx.append(lifecycle)
+    # --- batch jobs (vizdesk.jobs): manager + tracker source + /api/v1/jobs routes ---
+    from ..jobs import api as jobs_api
+
+    jobs_api.install(app, context)
+    # --- end batch jobs ---
     health.setup_routes(app)
     sessions.setup_routes(app)
     me.setup_routes(app)
     events.setup_routes(app)
+    openapi.setup_routes(app)
     app.router.add_get("/", index)
     if STATIC_DIR.is_dir():
         app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)

@@ -1,0 +1,69 @@
+"""slurmctld briefly unreachable: nothing ends, readiness says degraded, desktops work.
+
+Runs last in the e2e tier (it stops the real slurmctld and starts it again with the
+test bed's own script).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import REPO, wait_for_state
+from tests.e2e.test_session_lifecycle import create, open_desktop
+from tests.helpers.rfb_client import WsStream, handshake
+
+pytestmark = pytest.mark.e2e
+
+
+def slurmctld_pids() -> list[int]:
+    out = subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+async def test_slurmctld_outage_keeps_sessions(http, daemon) -> None:
+    sid = (await create(http, daemon))["id"]
+    await wait_for_state(http, daemon, sid, {"READY"}, timeout=20)
+    pids = slurmctld_pids()
+    assert pids, "slurmctld is not running"
+    subprocess.run(["kill", "-9", *map(str, pids)], check=True)
+    try:
+        deadline = time.monotonic() + 60
+        status = None
+        while time.monotonic() < deadline:
+            async with http.get(f"{daemon.url}/readyz") as r:
+                status, body = r.status, await r.json()
+            if status == 503:
+                break
+            await asyncio.sleep(0.5)
+        assert status == 503 and body["status"] == "degraded" and body["slurm"] is False
+        assert body["redis"] is True
+        # Keep it down over several tracker ticks: the session must stay READY.
+        await asyncio.sleep(3)
+        async with http.get(f"{daemon.url}/api/v1/sessions/{sid}",
+                            headers=daemon.headers("alice")) as r:
+            assert (await r.json())["state"] == "READY"
+        ws = await open_desktop(http, daemon, sid)
+        init = await handshake(WsStream(ws))
+        assert init.width > 0
+        await ws.close()
+    finally:
+        subprocess.run([str(REPO / "testbed" / "testbed.sh"), "up"], check=True,
+                       capture_output=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        async with http.get(f"{daemon.url}/readyz") as r:
+            if r.status == 200:
+                break
+        await asyncio.sleep(0.5)
+    else:
+        pytest.fail("readiness did not come back after slurmctld restart")
+    state = await wait_for_state(http, daemon, sid, {"READY", "ENDED", "FAILED"}, timeout=10)
+    assert state["state"] == "READY", state
+    async with http.delete(f"{daemon.url}/api/v1/sessions/{sid}",
+                           headers=daemon.headers("alice")) as r:
+        assert r.status == 202
+    await wait_for_state(http, daemon, sid, {"ENDED"}, timeout=15)
