@@ -200,10 +200,10 @@ class Tracker:
             self._observe_usage(session, status, reg)
             return await self._apply(session, SessionState.READY, "desktop ready", status, reg)
         if session.state == SessionState.READY:
-            await self._cancel(session)
-            return await self._finish(
-                session, SessionState.FAILED, "desktop stopped responding (heartbeat lost)", status
-            )
+            # The wrapper removed its registration (it is shutting down: scancel, time
+            # limit, logout) or its heartbeat expired. Not connectable any more; Slurm's
+            # final job state will say why. If the job lingers, it is cancelled.
+            return await self._lost(session)
         started = status.start_time or session.started_at or utcnow()
         if utcnow() - started > timedelta(seconds=self.cfg.sessions.start_timeout_seconds):
             await self._cancel(session)
@@ -211,6 +211,18 @@ class Tracker:
                                       "desktop did not start in time", status)
         node = status.batch_host or status.nodes
         return await self._apply(session, SessionState.STARTING, f"starting on {node}", status)
+
+    async def _lost(self, session: Session) -> Session | None:
+        now = utcnow()
+
+        def mutate(s: Session) -> bool:
+            if s.state != SessionState.READY:
+                return False
+            s.last_cancel_at = now  # first cancel only after CANCEL_RETRY
+            return s.move(SessionState.STOPPING, "desktop exited or stopped responding")
+
+        log.info("session.registration_lost", session=session.id, user=session.user)
+        return await self.store.update(session.id, mutate)
 
     async def _apply(
         self,

@@ -170,5 +170,29 @@ async def test_lost_heartbeat_leaves_ready(world) -> None:
     await redis.delete(keys.registration(s.id))
     await tracker.tick()
     after = await store.get(s.id)
-    assert after is not None and after.state == SessionState.FAILED
-    assert "heartbeat" in after.reason
+    assert after is not None and after.state == SessionState.STOPPING
+    assert backend.cancelled == []  # give the job time to end by itself first
+    backend.jobs["6001"] = JobStatus("6001", JobState.CANCELLED, user="alice")
+    await tracker.tick()
+    final = await store.get(s.id)
+    assert final is not None and final.state == SessionState.ENDED
+    assert "cancelled outside vizdesk" in final.reason
+
+
+async def test_lingering_job_after_lost_registration_is_cancelled(world) -> None:
+    _, keys, backend, store, tracker, redis = world
+    s = await add_session(store, "6101")
+    backend.jobs["6101"] = running("6101")
+    await redis.set(keys.registration(s.id),
+                    json.dumps({"session_id": s.id, "port": 5961, "password": "x"}))
+    await tracker.tick()
+    await redis.delete(keys.registration(s.id))
+    await tracker.tick()
+
+    def age(sess: Session) -> bool:
+        sess.last_cancel_at = datetime(2000, 1, 1, tzinfo=UTC)
+        return True
+
+    await store.update(s.id, age)
+    await tracker.tick()
+    assert backend.cancelled == ["6101"]
