@@ -1,0 +1,289 @@
+"""Slurm through its command-line clients: ``sbatch --parsable``, ``squeue --json``, ``scancel``.
+
+* Only ``asyncio.create_subprocess_exec`` (never a shell), each call with a timeout; on
+  timeout the whole process group is killed.
+* ``sbatch`` and ``scancel`` run as the job's user through ``slurm.submit_prefix`` (e.g.
+  ``runuser -u {user} --``; with ``sudo`` the VIZDESK_* variables must be allowed through,
+  e.g. ``sudo -n --preserve-env=VIZDESK_SESSION_ID,... -u {user}``). The batch script is
+  read by the daemon and sent on sbatch's stdin, so ``script_args`` are not supported:
+  parameters travel in the environment. The environment of every command is built from
+  scratch (PATH, LANG, the user's HOME/USER/LOGNAME/SHELL, SLURM_CONF if set, and the
+  request's variables), never inherited from the daemon.
+* ``squeue --json --all --states=all`` runs once per :meth:`info_many` as the daemon's own
+  user, and the ids are filtered in Python (22.05 ignores squeue's filters, and ``--jobs``
+  fails on ids Slurm has forgotten; ``--states=all`` keeps finished jobs in the answer
+  on 23.02+, where they are otherwise left out).
+* Errors: timeouts, "Unable to contact slurm controller", munge/authentication failures
+  and commands that cannot be executed raise :class:`SlurmUnavailable`; sbatch's own
+  refusals raise :class:`SlurmRejected` with Slurm's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+
+from ..config import SlurmConfig
+from .base import (
+    JobStatus,
+    SlurmBackend,
+    SlurmError,
+    SlurmRejected,
+    SlurmUnavailable,
+    SubmitRequest,
+)
+from .squeue_json import parse_squeue_json
+from .validate import (
+    base_env,
+    check_job_id,
+    check_request,
+    check_user_name,
+    lookup_account,
+    read_script,
+    user_env,
+)
+
+log = logging.getLogger(__name__)
+
+OnCall = Callable[[str, float, bool], None]
+
+_UNAVAILABLE_MARKERS = (
+    "unable to contact slurm controller",
+    "unable to establish controller",
+    "slurm_load_jobs error: socket timed out",
+    "socket timed out",
+    "zero bytes were transmitted or received",
+    "connection refused",
+    "communication connection failure",
+    "communication send failure",
+    "communication receive failure",
+    "communications connection",
+    "munge",
+    "authentication failure",
+    "protocol authentication error",
+    "invalid authentication credential",
+    "slurm temporarily unavailable",
+    "standby mode",
+    "slurmctld not responding",
+    "failed to execute",
+    "command not found",
+)
+_CANCEL_DONE_MARKERS = (
+    "invalid job id specified",
+    "already completing or completed",
+    "job/step already completing",
+    "job has already finished",
+)
+_BIG_OUTPUT = 256 * 1024  # parse squeue output larger than this off the event loop
+
+
+@dataclass(frozen=True)
+class _Result:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def err_text(self) -> str:
+        return self.stderr.decode(errors="replace").strip()
+
+
+def looks_unavailable(text: str) -> bool:
+    """True when a Slurm client's message says the controller could not be reached."""
+    low = text.lower()
+    return any(marker in low for marker in _UNAVAILABLE_MARKERS)
+
+
+def rejection_message(stderr: str) -> str:
+    """Slurm's own words from ``sbatch: error: ...`` lines, final reason first."""
+    errors = [
+        line.split("error:", 1)[1].strip()
+        for line in stderr.splitlines()
+        if "error:" in line and line.split("error:", 1)[1].strip()
+    ]
+    final = ""
+    details: list[str] = []
+    for msg in errors:
+        if msg.startswith("Batch job submission failed:"):
+            final = msg.removeprefix("Batch job submission failed:").strip()
+        else:
+            details.append(msg)
+    if not final:
+        final, details = (details[-1], details[:-1]) if details else (stderr.strip(), [])
+    text = f"{final} ({'; '.join(details)})" if details else final
+    return text[:500] or "sbatch refused the job"
+
+
+def parse_parsable(stdout: bytes) -> str:
+    """``sbatch --parsable`` output ``jobid[;cluster]`` → the job id."""
+    lines = [ln.strip() for ln in stdout.decode(errors="replace").splitlines() if ln.strip()]
+    if lines:
+        job_id = lines[-1].split(";", 1)[0].strip()
+        if job_id.isdigit():
+            return job_id
+    raise SlurmError(f"unexpected sbatch --parsable output: {stdout[:200]!r}")
+
+
+class SlurmCliBackend(SlurmBackend):
+    """The scheduler adapter that drives Slurm's client commands."""
+
+    name = "cli"
+
+    def __init__(
+        self, cfg: SlurmConfig, min_uid: int = 1000, on_call: OnCall | None = None
+    ) -> None:
+        if not any("{user}" in part for part in cfg.submit_prefix):
+            raise ValueError("slurm.submit_prefix must contain '{user}'")
+        self.cfg = cfg
+        self.min_uid = min_uid
+        self.on_call = on_call  # (op, seconds, ok): the metrics hook
+        self.timeout = cfg.command_timeout_seconds
+
+    # -- argv / environment (pure, unit-tested) ---------------------------------------
+    def prefix_for(self, user: str) -> list[str]:
+        check_user_name(user)
+        return [part.replace("{user}", user) for part in self.cfg.submit_prefix]
+
+    def submit_argv(self, req: SubmitRequest) -> list[str]:
+        """The full argv of one submission (call :func:`check_request` first)."""
+        argv = [
+            *self.prefix_for(req.user),
+            self.cfg.sbatch,
+            "--parsable",
+            f"--job-name={req.job_name}",
+            f"--cpus-per-task={req.cpus}",
+            f"--mem={req.memory_mb}M",
+            f"--time={req.time_limit_minutes}",
+        ]
+        if req.partition:
+            argv.append(f"--partition={req.partition}")
+        if req.gpus > 0:
+            argv.append(f"--gres=gpu:{req.gpus}")
+        argv.append(f"--chdir={req.workdir}")
+        if req.output:
+            argv.append(f"--output={req.output}")
+        argv.append("--export=ALL")
+        argv.extend(self.cfg.extra_sbatch_args)
+        return argv  # no script argument: sbatch reads the script from stdin
+
+    def squeue_argv(self) -> list[str]:
+        return [self.cfg.squeue, "--json", "--all", "--states=all"]
+
+    def cancel_argv(self, job_id: str, user: str) -> list[str]:
+        return [*self.prefix_for(user), self.cfg.scancel, check_job_id(job_id)]
+
+    # -- operations -------------------------------------------------------------------
+    async def submit(self, req: SubmitRequest) -> str:
+        check_request(req)
+        account = await asyncio.to_thread(lookup_account, req.user, self.min_uid)
+        script = await asyncio.to_thread(read_script, req.script)
+        argv = self.submit_argv(req)
+        env = user_env(account, req.env)
+        started, ok = time.monotonic(), False
+        try:
+            res = await self._run(argv, env, script.encode())
+            if res.returncode != 0:
+                raise self._submit_error(res)
+            if res.stderr.strip():
+                log.debug("sbatch stderr: %s", res.err_text)
+            job_id = parse_parsable(res.stdout)
+            ok = True
+            return job_id
+        finally:
+            self._record("submit", started, ok)
+
+    async def info_many(self, job_ids: Collection[str]) -> dict[str, JobStatus]:
+        wanted = {str(j) for j in job_ids}
+        started, ok = time.monotonic(), False
+        try:
+            res = await self._run(self.squeue_argv(), base_env(), None)
+            if res.returncode != 0:
+                raise SlurmUnavailable(
+                    f"squeue failed (exit {res.returncode}): {res.err_text[-500:]}"
+                )
+            if len(res.stdout) > _BIG_OUTPUT:
+                statuses = await asyncio.to_thread(parse_squeue_json, res.stdout)
+            else:
+                statuses = parse_squeue_json(res.stdout)
+            ok = True
+        finally:
+            self._record("info_many", started, ok)
+        return {jid: st for jid, st in statuses.items() if jid in wanted}
+
+    async def cancel(self, job_id: str, user: str) -> None:
+        argv = self.cancel_argv(str(job_id), user)
+        account = await asyncio.to_thread(lookup_account, user, self.min_uid)
+        started, ok = time.monotonic(), False
+        try:
+            res = await self._run(argv, user_env(account), None)
+            text = res.err_text
+            if res.returncode == 0 or any(m in text.lower() for m in _CANCEL_DONE_MARKERS):
+                ok = True
+                return
+            if looks_unavailable(text) or res.returncode in (126, 127):
+                raise SlurmUnavailable(f"scancel failed: {text[-500:]}")
+            if "permission denied" in text.lower():
+                raise SlurmRejected(rejection_message(text))
+            raise SlurmError(f"scancel failed (exit {res.returncode}): {text[-500:]}")
+        finally:
+            self._record("cancel", started, ok)
+
+    # -- helpers ----------------------------------------------------------------------
+    def _submit_error(self, res: _Result) -> SlurmError:
+        text = res.err_text
+        if looks_unavailable(text) or res.returncode in (126, 127):
+            return SlurmUnavailable(f"sbatch could not reach Slurm: {text[-500:]}")
+        if "sbatch: error:" in text:
+            return SlurmRejected(rejection_message(text))
+        return SlurmError(f"sbatch failed (exit {res.returncode}): {text[-500:]}")
+
+    def _record(self, op: str, started: float, ok: bool) -> None:
+        if self.on_call is None:
+            return
+        try:
+            self.on_call(op, time.monotonic() - started, ok)
+        except Exception:
+            log.debug("slurm on_call hook failed", exc_info=True)
+
+    async def _run(
+        self, argv: Sequence[str], env: Mapping[str, str], stdin: bytes | None
+    ) -> _Result:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=dict(env),
+                cwd="/",
+                start_new_session=True,  # lets a timeout kill the prefix and its child
+            )
+        except OSError as exc:
+            raise SlurmUnavailable(f"cannot run {argv[0]}: {exc.strerror or exc}") from exc
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(stdin), self.timeout)
+        except TimeoutError:
+            await self._kill(proc)
+            raise SlurmUnavailable(
+                f"{os.path.basename(argv[0])} did not answer within {self.timeout:g} s"
+            ) from None
+        except BaseException:
+            await self._kill(proc)
+            raise
+        return _Result(proc.returncode if proc.returncode is not None else -1, out, err)
+
+    @staticmethod
+    async def _kill(proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(proc.wait(), 5)

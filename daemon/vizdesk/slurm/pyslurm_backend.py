@@ -1,0 +1,331 @@
+"""Slurm through pyslurm 25.11 (the C API), for clusters whose Slurm matches pyslurm.
+
+Written against pyslurm 25.11.2's API (read from its sdist: ``pyslurm/__init__.py``,
+``core/job/job.pyx``, ``core/job/submission.pyx``, ``core/error.pyx``):
+
+* ``PYSLURM_DISABLE_AUTO_INIT=1`` is set before the import (otherwise importing without a
+  readable ``slurm.conf`` blocks for a minute and exits); the API is then initialised
+  once with ``pyslurm.slurm_init()``.
+* submit: ``pyslurm.JobSubmitDescription(name=, cpus_per_task=, memory_per_node=<MiB>,
+  time_limit=<minutes>, partitions=, gres_per_node="gpu:N", working_directory=,
+  standard_output=, environment=<dict>, script=<text>, user_id=, group_id=).submit()``
+  → job id. ``user_id``/``group_id`` make the job run as the user; slurmctld accepts them
+  only from root or SlurmUser, so the daemon must run as one of those with this backend.
+  With a dict ``environment`` pyslurm exports exactly that dict plus the daemon's
+  ``SLURM_*`` variables. The script text is passed (read by the daemon), as with the CLI.
+  ``slurm.extra_sbatch_args`` has no equivalent here and is ignored (logged once).
+* info: ``pyslurm.Jobs.load()`` (one RPC for all jobs), ``.values()`` over all clusters;
+  ``Job.state`` is ``slurm_job_state_string()`` (a flag such as COMPLETING wins over the
+  base state, like 22.05's squeue JSON), times are epoch ints or None, ``exit_code`` /
+  ``exit_code_signal`` are decoded from the wait status.
+* cancel: ``pyslurm.Job.load(id)`` to check the owner, then ``pyslurm.Job(id).cancel()``
+  (SIGKILL through slurm_kill_job: slurmd sends SIGTERM, waits KillWait, then SIGKILL,
+  exactly like ``scancel``). ``RPCError.errno`` 2017 (invalid job id) or 2021 (already
+  done) mean the job is gone already: success.
+
+Every blocking call runs in a worker thread with the configured timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Collection
+from datetime import UTC, datetime
+from types import ModuleType
+from typing import Any, TypeVar
+
+from ..config import SlurmConfig
+from .base import (
+    JobState,
+    JobStatus,
+    SlurmBackend,
+    SlurmError,
+    SlurmRejected,
+    SlurmUnavailable,
+    SubmitRequest,
+)
+from .squeue_json import state_from_names
+from .validate import (
+    check_job_id,
+    check_request,
+    lookup_account,
+    read_script,
+    user_env,
+)
+
+log = logging.getLogger(__name__)
+
+OnCall = Callable[[str, float, bool], None]
+T = TypeVar("T")
+
+ESLURM_USER_ID_MISSING = 2010  # "Invalid user id": slurmctld refused the impersonation
+ESLURM_INVALID_JOB_ID = 2017
+ESLURM_ALREADY_DONE = 2021
+_UNAVAILABLE_ERRNO = frozenset({2027, 2131})  # in standby mode / use backup controller
+_UNAVAILABLE_RANGES = (
+    range(1, 1000),  # plain errno values (ECONNREFUSED, ETIMEDOUT...)
+    range(1000, 1100),  # SLURM_COMMUNICATIONS_* and protocol/authentication errors
+    range(1800, 1900),  # SLURMCTLD_COMMUNICATIONS_*
+    range(5000, 5100),  # socket errors, SLURM_PROTOCOL_SOCKET_IMPL_TIMEOUT
+    range(6000, 6100),  # ESLURM_AUTH_* (munge)
+)
+
+_import_lock = threading.Lock()
+_INIT_MARK = "_vizdesk_slurm_initialised"
+
+
+def import_pyslurm() -> ModuleType:
+    """Import pyslurm without its blocking auto-init, then initialise it once."""
+    os.environ.setdefault("PYSLURM_DISABLE_AUTO_INIT", "1")
+    with _import_lock:
+        mod = importlib.import_module("pyslurm")
+        if not getattr(mod, _INIT_MARK, False):
+            init = getattr(mod, "slurm_init", None)
+            if callable(init):
+                init()
+            setattr(mod, _INIT_MARK, True)
+    return mod
+
+
+def pyslurm_available() -> bool:
+    """True when ``import pyslurm`` works (with auto-init disabled)."""
+    os.environ.setdefault("PYSLURM_DISABLE_AUTO_INIT", "1")
+    try:
+        importlib.import_module("pyslurm")
+    except (Exception, SystemExit):  # ImportError, OSError from a mismatched libslurm...
+        return False
+    return True
+
+
+def _errno(exc: BaseException) -> int | None:
+    value = getattr(exc, "errno", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _message(exc: BaseException) -> str:
+    msg = getattr(exc, "msg", None)
+    return str(msg) if msg else str(exc)
+
+
+def is_unavailable_errno(errno: int | None) -> bool:
+    if errno is None:
+        return False
+    return errno in _UNAVAILABLE_ERRNO or any(errno in r for r in _UNAVAILABLE_RANGES)
+
+
+def _attr(obj: Any, name: str) -> Any:
+    try:
+        return getattr(obj, name)
+    except Exception:  # pyslurm properties compute values and may raise
+        return None
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
+
+
+def _dt(value: Any) -> datetime | None:
+    n = _int(value)
+    if n is None or n <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(n, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def job_status_from_pyslurm(job: Any) -> JobStatus | None:
+    """Map a ``pyslurm.Job`` to :class:`JobStatus` (same rules as the squeue JSON parser)."""
+    job_id = _int(_attr(job, "id"))
+    if job_id is None or job_id <= 0:
+        return None
+    state, configuring = state_from_names([_str(_attr(job, "state"))])
+    reason = _str(_attr(job, "state_reason"))
+    if reason == "None":
+        reason = ""
+    if configuring and not reason:
+        reason = "Configuring"
+    batch_host = _str(_attr(job, "batch_host"))
+    nodes = _str(_attr(job, "allocated_nodes"))
+    exit_code: int | None = None
+    signal: int | None = None
+    if state.is_finished:
+        signal = _int(_attr(job, "exit_code_signal")) or None
+        exit_code = None if signal else _int(_attr(job, "exit_code"))
+    started = state not in (JobState.PENDING, JobState.UNKNOWN) and bool(batch_host or nodes)
+    user = _attr(job, "user_name")
+    return JobStatus(
+        job_id=str(job_id),
+        state=state,
+        reason=reason,
+        user=str(user) if user is not None else "",
+        name=_str(_attr(job, "name")),
+        partition=_str(_attr(job, "partition")),
+        batch_host=batch_host,
+        nodes=nodes,
+        exit_code=exit_code,
+        signal=signal,
+        submit_time=_dt(_attr(job, "submit_time")),
+        start_time=_dt(_attr(job, "start_time")) if started else None,
+        end_time=_dt(_attr(job, "end_time")) if state.is_finished else None,
+    )
+
+
+class PyslurmBackend(SlurmBackend):
+    """The scheduler adapter on top of pyslurm (imported lazily, on first use)."""
+
+    name = "pyslurm"
+
+    def __init__(
+        self, cfg: SlurmConfig, min_uid: int = 1000, on_call: OnCall | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.min_uid = min_uid
+        self.on_call = on_call
+        self.timeout = cfg.command_timeout_seconds
+        self._mod: ModuleType | None = None
+        if cfg.extra_sbatch_args:
+            log.warning("slurm.extra_sbatch_args is ignored by the pyslurm backend")
+
+    @property
+    def module(self) -> ModuleType:
+        if self._mod is None:
+            self._mod = import_pyslurm()
+        return self._mod
+
+    def submit_description(
+        self, req: SubmitRequest, uid: int, gid: int, script: str, env: dict[str, str]
+    ) -> Any:
+        """The ``JobSubmitDescription`` for ``req`` (call :func:`check_request` first)."""
+        desc = self.module.JobSubmitDescription(
+            name=req.job_name,
+            cpus_per_task=req.cpus,
+            memory_per_node=req.memory_mb,
+            time_limit=req.time_limit_minutes,
+            working_directory=req.workdir,
+            environment=env,
+            script=script,
+            user_id=uid,
+            group_id=gid,
+        )
+        if req.partition:
+            desc.partitions = req.partition
+        if req.gpus > 0:
+            desc.gres_per_node = f"gpu:{req.gpus}"
+        if req.output:
+            desc.standard_output = req.output
+        return desc
+
+    async def submit(self, req: SubmitRequest) -> str:
+        check_request(req)
+        account = await asyncio.to_thread(lookup_account, req.user, self.min_uid)
+        script = await asyncio.to_thread(read_script, req.script)
+        env = user_env(account, req.env)
+
+        def work() -> str:
+            desc = self.submit_description(req, account.uid, account.gid, script, env)
+            return str(int(desc.submit()))
+
+        return await self._call("submit", work, self._submit_error)
+
+    async def info_many(self, job_ids: Collection[str]) -> dict[str, JobStatus]:
+        wanted = {str(j) for j in job_ids}
+
+        def work() -> dict[str, JobStatus]:
+            out: dict[str, JobStatus] = {}
+            for job in self.module.Jobs.load().values():
+                if str(_attr(job, "id")) not in wanted:
+                    continue
+                status = job_status_from_pyslurm(job)
+                if status is not None:
+                    out[status.job_id] = status
+            return out
+
+        def error(exc: Exception) -> SlurmError:
+            return SlurmUnavailable(f"loading jobs failed: {_message(exc)}")
+
+        return await self._call("info_many", work, error)
+
+    async def cancel(self, job_id: str, user: str) -> None:
+        jid = int(check_job_id(str(job_id)))
+        account = await asyncio.to_thread(lookup_account, user, self.min_uid)
+
+        def work() -> None:
+            rpc_error = self._rpc_error_class()
+            try:
+                job = self.module.Job.load(jid)
+            except rpc_error as exc:
+                if _errno(exc) in (ESLURM_INVALID_JOB_ID, ESLURM_ALREADY_DONE):
+                    return
+                raise
+            owner_uid = _int(_attr(job, "user_id"))
+            owner = _attr(job, "user_name")
+            if owner_uid != account.uid and owner != account.name:
+                raise SlurmRejected(f"job {jid} does not belong to {account.name}")
+            try:
+                self.module.Job(jid).cancel()
+            except rpc_error as exc:
+                if _errno(exc) not in (ESLURM_INVALID_JOB_ID, ESLURM_ALREADY_DONE):
+                    raise
+
+        def error(exc: Exception) -> SlurmError:
+            if is_unavailable_errno(_errno(exc)):
+                return SlurmUnavailable(f"cancel failed: {_message(exc)}")
+            return SlurmError(f"cancel failed: {_message(exc)}")
+
+        await self._call("cancel", work, error)
+
+    # -- helpers ----------------------------------------------------------------------
+    def _rpc_error_class(self) -> type[BaseException]:
+        cls = getattr(self.module, "RPCError", None)
+        return cls if isinstance(cls, type) and issubclass(cls, BaseException) else Exception
+
+    @staticmethod
+    def _submit_error(exc: Exception) -> SlurmError:
+        errno = _errno(exc)
+        if is_unavailable_errno(errno):
+            return SlurmUnavailable(f"submission failed: {_message(exc)}")
+        if isinstance(exc, ValueError):  # pyslurm's own checks of the description
+            return SlurmError(f"pyslurm refused the job description: {exc}")
+        if errno == ESLURM_USER_ID_MISSING:  # a server problem, not the user's
+            return SlurmError(
+                f"slurmctld refused to run the job as the user ({_message(exc)}): the daemon "
+                "must run as root or SlurmUser to use the pyslurm backend"
+            )
+        if errno is not None:
+            return SlurmRejected(_message(exc))
+        return SlurmError(f"submission failed: {_message(exc)}")
+
+    async def _call(
+        self, op: str, work: Callable[[], T], error: Callable[[Exception], SlurmError]
+    ) -> T:
+        started, ok = time.monotonic(), False
+        try:
+            result = await asyncio.wait_for(asyncio.to_thread(work), self.timeout)
+            ok = True
+            return result
+        except TimeoutError:
+            raise SlurmUnavailable(
+                f"pyslurm {op} did not answer within {self.timeout:g} s"
+            ) from None
+        except SlurmError:
+            raise
+        except Exception as exc:
+            raise error(exc) from exc
+        finally:
+            if self.on_call is not None:
+                try:
+                    self.on_call(op, time.monotonic() - started, ok)
+                except Exception:
+                    log.debug("slurm on_call hook failed", exc_info=True)
