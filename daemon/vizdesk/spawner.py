@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from .models import Session, SessionState, new_session_id, utcnow
-from .slurm.base import SlurmBackend, SlurmRejected, SlurmUnavailable, SubmitRequest
+from .slurm.base import SlurmBackend, SlurmError, SlurmRejected, SlurmUnavailable, SubmitRequest
 
 if TYPE_CHECKING:
     from .api.validation import SessionRequest
@@ -108,9 +108,15 @@ class Spawner:
         )
         try:
             job_id = await self.backend.submit(submit)
-        except (SlurmRejected, SlurmUnavailable) as exc:
+        except SlurmError as exc:
             rejected = isinstance(exc, SlurmRejected)
-            reason = f"Slurm refused the job: {exc}" if rejected else "scheduler unreachable"
+            if rejected:
+                reason = f"Slurm refused the job: {exc}"
+            elif isinstance(exc, SlurmUnavailable):
+                reason = "scheduler unreachable"
+            else:  # misconfiguration (job script, submit prefix): logged in full
+                log.error("session.submit_error", session=session.id, error=str(exc))
+                reason = "submission failed (see the daemon log)"
             failed = await self._fail(session.id, reason)
             self.metrics.session_failed(reason="submit_rejected" if rejected else "slurm_down")
             raise SpawnError(
