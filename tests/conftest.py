@@ -63,7 +63,9 @@ def read_env(path: Path) -> dict[str, str]:
 def testbed() -> Testbed:
     env_file = TESTBED_DIR / "env"
     if not env_file.is_file():
-        pytest.skip(f"test bed not up ({env_file} missing): run `make test` or testbed/testbed.sh up")
+        pytest.skip(
+            f"test bed not up ({env_file} missing): run `make test` or testbed/testbed.sh up"
+        )
     return Testbed(TESTBED_DIR, read_env(env_file))
 
 
@@ -88,20 +90,42 @@ def write_test_config(testbed: Testbed, overrides: dict[str, Any], name: str) ->
 def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     out = dict(a)
     for k, v in b.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = (
+            deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
     return out
 
 
 TEST_POLICY = {
     "groups": {
-        "*": {"partitions": ["viz", "batch"], "images": ["*"], "max_gpus": 0, "max_cpus": 4,
-              "max_memory_gb": 8, "max_time_limit_minutes": 240, "max_sessions": 3,
-              "max_jobs": 10},
-        "gpu-users": {"partitions": ["viz"], "images": ["*"], "max_gpus": 2, "max_cpus": 8,
-                      "max_memory_gb": 32, "max_time_limit_minutes": 480, "max_sessions": 3},
-        "vizdesk-admins": {"partitions": ["*"], "images": ["*"], "max_gpus": 8, "max_cpus": 64,
-                           "max_memory_gb": 256, "max_time_limit_minutes": 10080,
-                           "max_sessions": 10},
+        "*": {
+            "partitions": ["viz", "batch"],
+            "images": ["*"],
+            "max_gpus": 0,
+            "max_cpus": 4,
+            "max_memory_gb": 8,
+            "max_time_limit_minutes": 240,
+            "max_sessions": 3,
+            "max_jobs": 10,
+        },
+        "gpu-users": {
+            "partitions": ["viz"],
+            "images": ["*"],
+            "max_gpus": 2,
+            "max_cpus": 8,
+            "max_memory_gb": 32,
+            "max_time_limit_minutes": 480,
+            "max_sessions": 3,
+        },
+        "vizdesk-admins": {
+            "partitions": ["*"],
+            "images": ["*"],
+            "max_gpus": 8,
+            "max_cpus": 64,
+            "max_memory_gb": 256,
+            "max_time_limit_minutes": 10080,
+            "max_sessions": 10,
+        },
     }
 }
 
@@ -131,7 +155,8 @@ def start_daemon(testbed: Testbed, name: str, overrides: dict[str, Any]) -> Daem
     from vizdesk.config import load_config
 
     port = free_port()
-    prefix = f"vzt-{name}-{secrets.token_hex(3)}:"
+    tag = secrets.token_hex(3)
+    prefix = f"vzt-{name}-{tag}:"
     config_path = write_test_config(
         testbed,
         deep_merge(
@@ -145,7 +170,7 @@ def start_daemon(testbed: Testbed, name: str, overrides: dict[str, Any]) -> Daem
             },
             overrides,
         ),
-        name,
+        f"{name}-{tag}",
     )
     OUTPUT.mkdir(exist_ok=True)
     log_path = OUTPUT / f"daemon-{name}.log"
@@ -179,6 +204,7 @@ def stop_daemon(d: Daemon) -> None:
         d.proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
         d.proc.kill()
+    d.config_path.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
@@ -221,8 +247,9 @@ async def wait_for_state(
     deadline = time.monotonic() + timeout
     body: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        async with http.get(f"{daemon.url}/api/v1/sessions/{sid}",
-                            headers=daemon.headers(user)) as r:
+        async with http.get(
+            f"{daemon.url}/api/v1/sessions/{sid}", headers=daemon.headers(user)
+        ) as r:
             body = await r.json()
         if body.get("state") in states:
             return body

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 
-from .config import ConfigError, load_config
+from .config import Config, ConfigError, load_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,7 +25,12 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     rev = sub.add_parser("revoke", help="revoke a token id (jti) at once")
     rev.add_argument("--jti", required=True)
-    rev.add_argument("--exp", type=int, default=0, help="token expiry (UNIX time); default +24h")
+    rev.add_argument(
+        "--exp",
+        type=int,
+        default=0,
+        help="token expiry (UNIX time); default: the longest token lifetime allowed",
+    )
     sub.add_parser("check-config", help="load and validate the config, then print it")
     return p
 
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     if args.command == "revoke":
-        return asyncio.run(_revoke(cfg, args.jti, args.exp or int(time.time()) + 86400))
+        return asyncio.run(_revoke(cfg, args.jti, args.exp or None))
     if args.command == "node":
         from .node.wrapper import main as node_main
 
@@ -75,16 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     return 2  # pragma: no cover
 
 
-async def _revoke(cfg: object, jti: str, exp: int) -> int:
+async def _revoke(cfg: Config, jti: str, exp: int | None) -> int:
     from .api.app import redis_client
-    from .auth.revocation import revoke
-    from .config import Config
+    from .auth.jwt_auth import JwtAuthenticator
     from .keys import Keys
 
-    assert isinstance(cfg, Config)
     redis = redis_client(cfg)
     try:
-        await revoke(redis, Keys(cfg.redis.key_prefix), jti, exp)
+        await JwtAuthenticator(cfg.auth, redis, Keys(cfg.redis.key_prefix)).revoke_jti(jti, exp)
     finally:
         await redis.aclose()
     print(f"revoked {jti}")

@@ -75,7 +75,7 @@ class AuthConfig:
         default_factory=lambda: ["root", "slurm", "munge", "redis", "vizdesk", "nobody"]
     )
     admin_groups: list[str] = field(default_factory=lambda: ["vizdesk-admins"])
-    dev_token_issuer: str = "vizdesk-dev"
+    dev_token_issuer: str = "vizdesk-dev"  # noqa: S105 - an issuer name, not a secret
     # Tokens whose exp is further than this from now are refused (0 = no bound); it also
     # bounds how long a revocation by jti alone must be remembered.
     max_token_lifetime_seconds: int = 24 * 3600
@@ -182,6 +182,33 @@ class LimitsConfig:
     ws_idle_timeout_seconds: int = 3600
     ws_max_message_bytes: int = 4 * 1024 * 1024
     ws_handshake_timeout_seconds: int = 15
+    ws_slow_client_timeout_seconds: int = 30  # a browser that takes longer to accept data is cut
+
+
+@dataclass
+class JobsConfig:
+    """Batch jobs (``POST /api/v1/jobs``): templates, outputs and size limits."""
+
+    templates_dir: str = str(REPO_ROOT / "templates")  # *.yaml job templates
+    output_dir: str = ""  # sbatch --output directory ("" = the user's home; "{user}" expands)
+    script_dir: str = ""  # where the fixed batch script is written ("" = /tmp/vizdesk-<uid>-jobs)
+    allow_host_commands: bool = False  # ad-hoc jobs without an image (templates always may)
+    max_command_args: int = 256
+    max_command_bytes: int = 65536  # all argv elements together
+    max_param_bytes: int = 65536  # all parameter values together
+    max_string_length: int = 4096  # string parameters without their own max_length
+    max_output_bytes: int = 1048576  # largest tail served by GET /api/v1/jobs/{id}/output
+    ended_retention_seconds: int = 7 * 24 * 3600
+
+
+@dataclass
+class ImagesConfig:
+    """Apptainer image catalog (daemon/vizdesk/images.py): where ``.sif`` files are found."""
+
+    dirs: list[str] = field(default_factory=list)  # directories scanned for *.sif (not recursive)
+    cache_ttl_seconds: int = 300  # an entry is re-inspected at the latest after this long
+    apptainer: str = "apptainer"  # command that runs `apptainer inspect`
+    inspect_timeout_seconds: float = 30.0
 
 
 @dataclass
@@ -196,6 +223,8 @@ class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
     path: str = ""  # where it was loaded from (not a YAML key)
 
     def validate(self) -> None:
@@ -262,7 +291,10 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a mapping")
         _, vt = typing.get_args(hint)
         if dataclasses.is_dataclass(vt):
-            return {str(k): _build(typing.cast(type[Any], vt), v, f"{key}.{k}") for k, v in value.items()}
+            return {
+                str(k): _build(typing.cast(type[Any], vt), v, f"{key}.{k}")
+                for k, v in value.items()
+            }
         return {str(k): _coerce(vt, v, f"{key}.{k}") for k, v in value.items()}
     if origin in (typing.Union, types.UnionType):
         return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -24,14 +25,16 @@ def redact_value(value: Any) -> Any:
     if isinstance(value, str):
         return BEARER_RE.sub(r"\1" + REDACTED, SECRET_QUERY_RE.sub(r"\1" + REDACTED, value))
     if isinstance(value, dict):
-        return {k: REDACTED if SECRET_KEY_RE.search(str(k)) else redact_value(v)
-                for k, v in value.items()}
+        return {
+            k: REDACTED if SECRET_KEY_RE.search(str(k)) else redact_value(v)
+            for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return type(value)(redact_value(v) for v in value)
     return value
 
 
-def redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: drop secret-looking keys and secret query values."""
     return {
         k: (REDACTED if SECRET_KEY_RE.search(k) and k != "event" else redact_value(v))

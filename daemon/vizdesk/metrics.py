@@ -23,7 +23,9 @@ class Metrics:
             registry=r,
         )
         self.sessions_failed = Counter(
-            "vnc_sessions_failed", "Sessions that ended in FAILED, by reason", ["reason"],
+            "vnc_sessions_failed",
+            "Sessions that ended in FAILED, by reason",
+            ["reason"],
             registry=r,
         )
         self.proxy_bytes = Counter(
@@ -55,12 +57,16 @@ class Metrics:
             "vizdesk_session_memory_bytes", "Memory of a session's processes", labels, registry=r
         )
         self.session_gpu_util = Gauge(
-            "vizdesk_session_gpu_utilization_percent", "GPU utilisation seen by a session",
-            [*labels, "gpu"], registry=r,
+            "vizdesk_session_gpu_utilization_percent",
+            "GPU utilisation seen by a session",
+            [*labels, "gpu"],
+            registry=r,
         )
         self.session_gpu_mem = Gauge(
-            "vizdesk_session_gpu_memory_bytes", "GPU memory used on a session's GPU",
-            [*labels, "gpu"], registry=r,
+            "vizdesk_session_gpu_memory_bytes",
+            "GPU memory used on a session's GPU",
+            [*labels, "gpu"],
+            registry=r,
         )
 
     def session_failed(self, reason: str) -> None:

@@ -136,8 +136,14 @@ class Session:
         data = json.loads(raw)
         names = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in data.items() if k in names}
-        for key in ("created_at", "started_at", "ready_at", "ended_at", "stop_requested_at",
-                    "last_cancel_at"):
+        for key in (
+            "created_at",
+            "started_at",
+            "ready_at",
+            "ended_at",
+            "stop_requested_at",
+            "last_cancel_at",
+        ):
             if key in data:
                 data[key] = parse_iso(data[key])
         data["state"] = SessionState(data.get("state", "PENDING"))

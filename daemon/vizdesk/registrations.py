@@ -45,7 +45,7 @@ class RegistrationManager:
         username = self.keys.acl_user(sid)
         password = secrets.token_urlsafe(32)
         key = self.keys.registration(sid)
-        await self.redis.execute_command(
+        await self.redis.execute_command(  # type: ignore[no-untyped-call]
             "ACL", "SETUSER", username, "reset", "on", f">{password}",
             f"~{key}", "resetchannels", "-@all",
             "+get", "+set", "+del", "+expire", "+ping", "+hello", "+select",
@@ -55,7 +55,9 @@ class RegistrationManager:
         return username, password
 
     async def delete_credentials(self, sid: str) -> None:
-        await self.redis.execute_command("ACL", "DELUSER", self.keys.acl_user(sid))
+        await self.redis.execute_command(  # type: ignore[no-untyped-call]
+            "ACL", "DELUSER", self.keys.acl_user(sid)
+        )
         await self.redis.delete(self.keys.registration(sid))
 
     async def load(self, sid: str) -> Registration | None:

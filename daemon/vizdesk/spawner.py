@@ -168,7 +168,10 @@ class Spawner:
             except SlurmUnavailable:
                 log.warning("session.cancel_deferred", session=session.id, job_id=updated.job_id)
         else:
-            updated = await self.store.update(
-                session.id, lambda s: s.move(SessionState.ENDED, f"stopped by {by}")
-            ) or updated
+            updated = (
+                await self.store.update(
+                    session.id, lambda s: s.move(SessionState.ENDED, f"stopped by {by}")
+                )
+                or updated
+            )
         return updated

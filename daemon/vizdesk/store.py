@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
@@ -45,7 +46,7 @@ class SessionStore:
         return [Session.from_json(r) for r in raws if r]
 
     async def list_user(self, user: str) -> list[Session]:
-        ids = await self.redis.smembers(self.keys.user_sessions(user))
+        ids: set[str] = await self.redis.smembers(self.keys.user_sessions(user))  # type: ignore[assignment]
         sessions = await self.get_many(ids)
         if len(sessions) < len(ids):  # expired records: drop them from the index
             alive = {s.id for s in sessions}
@@ -54,11 +55,14 @@ class SessionStore:
         return sorted(sessions, key=lambda s: s.created_at)
 
     async def list_all(self, limit: int = 1000) -> list[Session]:
-        ids = await self.redis.zrevrange(self.keys.all_sessions, 0, limit - 1)
+        ids: list[str] = await self.redis.zrevrange(  # type: ignore[assignment]
+            self.keys.all_sessions, 0, limit - 1
+        )
         return sorted(await self.get_many(ids), key=lambda s: s.created_at)
 
     async def active_ids(self) -> list[str]:
-        return sorted(await self.redis.smembers(self.keys.active_sessions))
+        members: set[str] = await self.redis.smembers(self.keys.active_sessions)  # type: ignore[assignment]
+        return sorted(members)
 
     async def count_active_for_user(self, user: str) -> int:
         return sum(1 for s in await self.list_user(user) if not s.state.is_final)
@@ -70,6 +74,7 @@ class SessionStore:
         """
         key = self.keys.session(sid)
         for _ in range(20):
+            pipe: Any
             async with self.redis.pipeline(transaction=True) as pipe:
                 try:
                     await pipe.watch(key)

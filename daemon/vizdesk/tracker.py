@@ -39,6 +39,7 @@ class TrackedSource(Protocol):
         """Statuses of its active ids that Slurm knows; an absent id is gone from Slurm."""
         ...
 
+
 CANCEL_RETRY = timedelta(seconds=10)
 
 
@@ -164,10 +165,14 @@ class Tracker:
         if session.job_id is None:
             # Submission in flight (or the daemon died during it).
             if now - session.created_at > timedelta(seconds=120):
-                return await self._finish(session, SessionState.FAILED, "submission never completed")
+                return await self._finish(
+                    session, SessionState.FAILED, "submission never completed"
+                )
             return session
         if status is None:
-            reason = "stopped by user" if session.stop_requested_at else "job no longer known to Slurm"
+            reason = (
+                "stopped by user" if session.stop_requested_at else "job no longer known to Slurm"
+            )
             return await self._finish(session, SessionState.ENDED, reason)
         if status.user and status.user != session.user:
             log.error("tracker.job_user_mismatch", session=session.id, job_user=status.user)
@@ -181,7 +186,9 @@ class Tracker:
                 await self._cancel(session)
             return session
         if status.state in (JobState.PENDING, JobState.SUSPENDED):
-            reason = status.reason or ("suspended" if status.state == JobState.SUSPENDED else "queued")
+            reason = status.reason or (
+                "suspended" if status.state == JobState.SUSPENDED else "queued"
+            )
             return await self._apply(session, SessionState.PENDING, f"queued: {reason}", status)
         if status.state.is_running:
             return await self._running(session, status)
@@ -191,11 +198,17 @@ class Tracker:
         try:
             reg = await self.registrations.load(session.id)
         except RegistrationRejected as exc:
-            log.warning("registration.rejected", session=session.id, user=session.user,
-                        job_id=session.job_id, error=str(exc))
+            log.warning(
+                "registration.rejected",
+                session=session.id,
+                user=session.user,
+                job_id=session.job_id,
+                error=str(exc),
+            )
             await self._cancel(session)
-            return await self._finish(session, SessionState.FAILED,
-                                      f"registration rejected: {exc}", status)
+            return await self._finish(
+                session, SessionState.FAILED, f"registration rejected: {exc}", status
+            )
         if reg is not None:
             self._observe_usage(session, status, reg)
             return await self._apply(session, SessionState.READY, "desktop ready", status, reg)
@@ -207,8 +220,9 @@ class Tracker:
         started = status.start_time or session.started_at or utcnow()
         if utcnow() - started > timedelta(seconds=self.cfg.sessions.start_timeout_seconds):
             await self._cancel(session)
-            return await self._finish(session, SessionState.FAILED,
-                                      "desktop did not start in time", status)
+            return await self._finish(
+                session, SessionState.FAILED, "desktop did not start in time", status
+            )
         node = status.batch_host or status.nodes
         return await self._apply(session, SessionState.STARTING, f"starting on {node}", status)
 
@@ -250,8 +264,13 @@ class Tracker:
         if updated and before != SessionState.READY and updated.state == SessionState.READY:
             elapsed = ((updated.ready_at or utcnow()) - updated.created_at).total_seconds()
             self.metrics.session_start.observe(elapsed)
-            log.info("session.ready", session=updated.id, user=updated.user,
-                     node=updated.node, start_seconds=round(elapsed, 3))
+            log.info(
+                "session.ready",
+                session=updated.id,
+                user=updated.user,
+                node=updated.node,
+                start_seconds=round(elapsed, 3),
+            )
         return updated
 
     async def _finish(
@@ -271,8 +290,13 @@ class Tracker:
         self._forget_usage(session.id)
         if updated and state == SessionState.FAILED:
             self.metrics.session_failed(reason.split(":")[0].split(" (")[0])
-        log.info("session.finished", session=session.id, user=session.user, state=state.value,
-                 reason=reason)
+        log.info(
+            "session.finished",
+            session=session.id,
+            user=session.user,
+            state=state.value,
+            reason=reason,
+        )
         return updated
 
     async def _cancel(self, session: Session) -> None:
@@ -328,4 +352,6 @@ class Tracker:
         tally = TallyCounter(s.state.value for s in sessions if not s.state.is_final)
         for state in SessionState:
             if not state.is_final:
-                self.metrics.sessions_active.labels(state=state.value).set(tally.get(state.value, 0))
+                self.metrics.sessions_active.labels(state=state.value).set(
+                    tally.get(state.value, 0)
+                )

@@ -15,9 +15,7 @@ with warnings.catch_warnings():
     try:  # cryptography >= 43
         from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
     except ImportError:  # pragma: no cover - older cryptography
-        from cryptography.hazmat.primitives.ciphers.algorithms import (  # type: ignore[no-redef]
-            TripleDES,
-        )
+        from cryptography.hazmat.primitives.ciphers.algorithms import TripleDES
 
 # The fixed key that vncpasswd uses to obfuscate stored passwords (d3des "fixedkey").
 _VNCPASSWD_KEY = bytes([23, 82, 107, 6, 35, 78, 88, 7])

@@ -13,7 +13,6 @@ from typing import Any
 import aiohttp
 import psutil
 import pytest
-
 from tests.conftest import Daemon, wait_for_state
 from tests.helpers.rfb_client import (
     RfbAuthFailed,
@@ -44,28 +43,35 @@ def session_processes(sid: str) -> list[psutil.Process]:
     found = []
     for p in psutil.process_iter(["pid"]):
         try:
-            if p.environ().get("VIZDESK_SESSION_ID") == sid or p.environ().get(
-                "VIZDESK_SESSION_TAG"
-            ) == sid:
+            if (
+                p.environ().get("VIZDESK_SESSION_ID") == sid
+                or p.environ().get("VIZDESK_SESSION_TAG") == sid
+            ):
                 found.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return [p for p in found if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
-async def create(http: aiohttp.ClientSession, daemon: Daemon, user: str = "alice",
-                 **body: Any) -> dict[str, Any]:
-    async with http.post(f"{daemon.url}/api/v1/sessions", json=body or {"geometry": "1024x768"},
-                         headers=daemon.headers(user)) as r:
+async def create(
+    http: aiohttp.ClientSession, daemon: Daemon, user: str = "alice", **body: Any
+) -> dict[str, Any]:
+    async with http.post(
+        f"{daemon.url}/api/v1/sessions",
+        json=body or {"geometry": "1024x768"},
+        headers=daemon.headers(user),
+    ) as r:
         data = await r.json()
         assert r.status == 201, data
         return data  # type: ignore[no-any-return]
 
 
-async def open_desktop(http: aiohttp.ClientSession, daemon: Daemon, sid: str,
-                       user: str = "alice") -> aiohttp.ClientWebSocketResponse:
-    async with http.post(f"{daemon.url}/api/v1/sessions/{sid}/connect",
-                         headers=daemon.headers(user)) as r:
+async def open_desktop(
+    http: aiohttp.ClientSession, daemon: Daemon, sid: str, user: str = "alice"
+) -> aiohttp.ClientWebSocketResponse:
+    async with http.post(
+        f"{daemon.url}/api/v1/sessions/{sid}/connect", headers=daemon.headers(user)
+    ) as r:
         ticket = await r.json()
         assert r.status == 200, ticket
     return await connect_ws(http, daemon.url + ticket["ws_path"])
@@ -125,8 +131,9 @@ async def test_desktop_session_end_to_end(http, daemon, redis_admin, testbed) ->
 
     # Stop: job, processes, registration, ACL user all gone within 10 s; state ENDED.
     t_stop = time.monotonic()
-    async with http.delete(f"{daemon.url}/api/v1/sessions/{sid}",
-                           headers=daemon.headers("alice")) as r:
+    async with http.delete(
+        f"{daemon.url}/api/v1/sessions/{sid}", headers=daemon.headers("alice")
+    ) as r:
         assert r.status == 202
         assert (await r.json())["state"] in ("STOPPING", "ENDED")
     ended = await wait_for_state(http, daemon, sid, {"ENDED", "FAILED"}, timeout=10)
@@ -171,8 +178,9 @@ async def test_users_cannot_see_each_others_sessions(http, daemon) -> None:
         assert state["state"] == "READY"
     finally:
         for sid, user in ((a, "alice"), (b, "bob")):
-            async with http.delete(f"{daemon.url}/api/v1/sessions/{sid}",
-                                   headers=daemon.headers(user)):
+            async with http.delete(
+                f"{daemon.url}/api/v1/sessions/{sid}", headers=daemon.headers(user)
+            ):
                 pass
 
 
@@ -216,11 +224,13 @@ async def test_killed_wrapper_leaves_ready(http, daemon, redis_admin) -> None:
         ([1, 2], 400, None),
     ],
 )
-async def test_bad_input_is_rejected_and_nothing_submitted(http, daemon, body, status,
-                                                           field) -> None:
+async def test_bad_input_is_rejected_and_nothing_submitted(
+    http, daemon, body, status, field
+) -> None:
     before = await _alice_session_count(http, daemon)
-    async with http.post(f"{daemon.url}/api/v1/sessions", json=body,
-                         headers=daemon.headers("alice")) as r:
+    async with http.post(
+        f"{daemon.url}/api/v1/sessions", json=body, headers=daemon.headers("alice")
+    ) as r:
         assert r.status == status, await r.text()
         err = (await r.json())["error"]
         assert err["code"] and err["message"]
@@ -238,9 +248,11 @@ async def test_non_json_and_huge_bodies(http, daemon) -> None:
     async with http.post(f"{daemon.url}/api/v1/sessions", data=big, headers=hdr) as r:
         assert r.status == 413
         assert (await r.json())["error"]["code"] == "body_too_large"
-    async with http.post(f"{daemon.url}/api/v1/sessions", data=b"cpus=1",
-                         headers={**daemon.headers("alice"),
-                                  "Content-Type": "application/x-www-form-urlencoded"}) as r:
+    async with http.post(
+        f"{daemon.url}/api/v1/sessions",
+        data=b"cpus=1",
+        headers={**daemon.headers("alice"), "Content-Type": "application/x-www-form-urlencoded"},
+    ) as r:
         assert r.status == 415
         assert "error" in await r.json()
     assert await _alice_session_count(http, daemon) == before

@@ -11,7 +11,6 @@ import subprocess
 import time
 
 import pytest
-
 from tests.conftest import REPO, wait_for_state
 from tests.e2e.test_session_lifecycle import create, open_desktop
 from tests.helpers.rfb_client import WsStream, handshake
@@ -44,16 +43,18 @@ async def test_slurmctld_outage_keeps_sessions(http, daemon) -> None:
         assert body["redis"] is True
         # Keep it down over several tracker ticks: the session must stay READY.
         await asyncio.sleep(3)
-        async with http.get(f"{daemon.url}/api/v1/sessions/{sid}",
-                            headers=daemon.headers("alice")) as r:
+        async with http.get(
+            f"{daemon.url}/api/v1/sessions/{sid}", headers=daemon.headers("alice")
+        ) as r:
             assert (await r.json())["state"] == "READY"
         ws = await open_desktop(http, daemon, sid)
         init = await handshake(WsStream(ws))
         assert init.width > 0
         await ws.close()
     finally:
-        subprocess.run([str(REPO / "testbed" / "testbed.sh"), "up"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [str(REPO / "testbed" / "testbed.sh"), "up"], check=True, capture_output=True
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         async with http.get(f"{daemon.url}/readyz") as r:
@@ -64,7 +65,8 @@ async def test_slurmctld_outage_keeps_sessions(http, daemon) -> None:
         pytest.fail("readiness did not come back after slurmctld restart")
     state = await wait_for_state(http, daemon, sid, {"READY", "ENDED", "FAILED"}, timeout=10)
     assert state["state"] == "READY", state
-    async with http.delete(f"{daemon.url}/api/v1/sessions/{sid}",
-                           headers=daemon.headers("alice")) as r:
+    async with http.delete(
+        f"{daemon.url}/api/v1/sessions/{sid}", headers=daemon.headers("alice")
+    ) as r:
         assert r.status == 202
     await wait_for_state(http, daemon, sid, {"ENDED"}, timeout=15)

@@ -66,23 +66,34 @@ async def world(redis_admin):
 
 
 async def add_session(store: SessionStore, job_id: str, user: str = "alice") -> Session:
-    s = Session(id=secrets.token_hex(8), user=user, partition="viz", cpus=1, memory_gb=1,
-                gpus=0, time_limit_minutes=10, geometry="800x600", job_id=job_id)
+    s = Session(
+        id=secrets.token_hex(8),
+        user=user,
+        partition="viz",
+        cpus=1,
+        memory_gb=1,
+        gpus=0,
+        time_limit_minutes=10,
+        geometry="800x600",
+        job_id=job_id,
+    )
     await store.create(s)
     return s
 
 
 def running(job_id: str, user: str = "alice") -> JobStatus:
-    return JobStatus(job_id, JobState.RUNNING, user=user, batch_host="node1",
-                     start_time=datetime.now(UTC))
+    return JobStatus(
+        job_id, JobState.RUNNING, user=user, batch_host="node1", start_time=datetime.now(UTC)
+    )
 
 
 async def test_one_query_per_tick_for_all_sessions(world) -> None:
     _, _, backend, store, tracker, _ = world
     for i in range(25):
         await add_session(store, str(1000 + i))
-        backend.jobs[str(1000 + i)] = JobStatus(str(1000 + i), JobState.PENDING,
-                                                reason="Resources", user="alice")
+        backend.jobs[str(1000 + i)] = JobStatus(
+            str(1000 + i), JobState.PENDING, reason="Resources", user="alice"
+        )
     await tracker.tick()
     assert len(backend.queries) == 1 and len(backend.queries[0]) == 25
     sessions = await store.get_many(await store.active_ids())
@@ -118,10 +129,13 @@ async def test_registration_makes_ready_and_bad_port_fails(world) -> None:
     bad = await add_session(store, "3002")
     backend.jobs["3001"] = running("3001")
     backend.jobs["3002"] = running("3002")
-    await redis.set(keys.registration(good.id),
-                    json.dumps({"session_id": good.id, "port": 5950, "password": "x"}))
-    await redis.set(keys.registration(bad.id),
-                    json.dumps({"session_id": bad.id, "port": 22, "password": "x"}))
+    await redis.set(
+        keys.registration(good.id),
+        json.dumps({"session_id": good.id, "port": 5950, "password": "x"}),
+    )
+    await redis.set(
+        keys.registration(bad.id), json.dumps({"session_id": bad.id, "port": 22, "password": "x"})
+    )
     await tracker.tick()
     g, b = await store.get(good.id), await store.get(bad.id)
     assert g is not None and g.state == SessionState.READY and g.node == "node1"
@@ -163,8 +177,9 @@ async def test_lost_heartbeat_leaves_ready(world) -> None:
     _, keys, backend, store, tracker, redis = world
     s = await add_session(store, "6001")
     backend.jobs["6001"] = running("6001")
-    await redis.set(keys.registration(s.id),
-                    json.dumps({"session_id": s.id, "port": 5960, "password": "x"}))
+    await redis.set(
+        keys.registration(s.id), json.dumps({"session_id": s.id, "port": 5960, "password": "x"})
+    )
     await tracker.tick()
     assert (await store.get(s.id)).state == SessionState.READY  # type: ignore[union-attr]
     await redis.delete(keys.registration(s.id))
@@ -183,8 +198,9 @@ async def test_lingering_job_after_lost_registration_is_cancelled(world) -> None
     _, keys, backend, store, tracker, redis = world
     s = await add_session(store, "6101")
     backend.jobs["6101"] = running("6101")
-    await redis.set(keys.registration(s.id),
-                    json.dumps({"session_id": s.id, "port": 5961, "password": "x"}))
+    await redis.set(
+        keys.registration(s.id), json.dumps({"session_id": s.id, "port": 5961, "password": "x"})
+    )
     await tracker.tick()
     await redis.delete(keys.registration(s.id))
     await tracker.tick()

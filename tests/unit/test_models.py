@@ -4,8 +4,16 @@ from vizdesk.models import PUBLIC_FIELDS, Session, SessionState, can_move
 
 
 def make() -> Session:
-    return Session(id="0123456789abcdef", user="alice", partition="viz", cpus=1, memory_gb=2,
-                   gpus=0, time_limit_minutes=60, geometry="1280x800")
+    return Session(
+        id="0123456789abcdef",
+        user="alice",
+        partition="viz",
+        cpus=1,
+        memory_gb=2,
+        gpus=0,
+        time_limit_minutes=60,
+        geometry="1280x800",
+    )
 
 
 def test_final_states_are_final() -> None:

@@ -69,8 +69,9 @@ def build_context(
         authenticator=JwtAuthenticator(cfg.auth, redis, keys),
         policy=Policy(cfg.policy),
         tickets=TicketIssuer(redis, keys, cfg.tickets.ttl_seconds),
-        ratelimiter=RateLimiter(redis, keys, cfg.limits.create_per_window,
-                                cfg.limits.window_seconds),
+        ratelimiter=RateLimiter(
+            redis, keys, cfg.limits.create_per_window, cfg.limits.window_seconds
+        ),
     )
 
 

@@ -98,14 +98,18 @@ async def events(request: web.Request) -> web.StreamResponse:
         for s in sessions:
             await response.write(_sse("session", s.to_public()))
         slurm_ok = c.tracker.slurm_ok
-        await response.write(_sse("status", {"slurm": "unreachable" if slurm_ok is False else "ok"}))
+        await response.write(
+            _sse("status", {"slurm": "unreachable" if slurm_ok is False else "ok"})
+        )
         while True:
             try:
                 event = await asyncio.wait_for(q.get(), timeout=KEEPALIVE_SECONDS)
             except TimeoutError:
                 await response.write(b": keepalive\n\n")
             else:
-                if event.get("type") == "session" and (want_all or event.get("user") == identity.user):
+                if event.get("type") == "session" and (
+                    want_all or event.get("user") == identity.user
+                ):
                     await response.write(_sse("session", event["session"]))
             if c.tracker.slurm_ok is not None and c.tracker.slurm_ok != slurm_ok:
                 slurm_ok = c.tracker.slurm_ok

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 
 from aiohttp import web
 
 from ..audit import audit
-from ..auth.revocation import revoke
 from .context import ctx
 from .errors import ApiError
 from .sessions import identity_of, read_json
@@ -49,7 +47,7 @@ async def logout(request: web.Request) -> web.Response:
     identity = identity_of(request)
     if not identity.jti:
         raise ApiError(400, "no_jti", "this token has no jti and cannot be revoked")
-    await revoke(c.redis, c.keys, identity.jti, identity.exp or int(time.time()) + 3600)
+    await c.authenticator.revoke_jti(identity.jti, identity.exp)
     audit(request, "token.revoke", "ok", jti=identity.jti, reason="logout")
     return web.json_response({"revoked": identity.jti})
 
@@ -63,12 +61,12 @@ async def admin_revoke(request: web.Request) -> web.Response:
     body = require_object(await read_json(request))
     reject_unknown(body, frozenset({"jti", "exp"}))
     jti = body.get("jti")
-    exp = body.get("exp", int(time.time()) + 24 * 3600)
+    exp = body.get("exp")
     if not isinstance(jti, str) or not 0 < len(jti) <= 256:
         raise ApiError(400, "invalid_field", "jti must be a non-empty string", field="jti")
-    if isinstance(exp, bool) or not isinstance(exp, int):
+    if exp is not None and (isinstance(exp, bool) or not isinstance(exp, int)):
         raise ApiError(400, "invalid_field", "exp must be a UNIX time", field="exp")
-    await revoke(c.redis, c.keys, jti, exp)
+    await c.authenticator.revoke_jti(jti, exp)
     audit(request, "token.revoke", "ok", jti=jti)
     return web.json_response({"revoked": jti})
 

@@ -47,8 +47,12 @@ def bearer_token(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "missing_token", "an Authorization: Bearer <JWT> header is required",
-                       headers={"WWW-Authenticate": 'Bearer realm="vizdesk"'})
+        raise ApiError(
+            401,
+            "missing_token",
+            "an Authorization: Bearer <JWT> header is required",
+            headers={"WWW-Authenticate": 'Bearer realm="vizdesk"'},
+        )
     return token.strip()
 
 

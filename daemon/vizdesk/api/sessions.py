@@ -71,8 +71,13 @@ async def create_session(request: web.Request) -> web.Response:
         )
         await c.ratelimiter.hit(identity.user, "create")
     except (ValidationError, ApiError, AuthError) as exc:
-        audit(request, "session.create", "denied", reason=getattr(exc, "code", "invalid"),
-              field=getattr(exc, "field", None))
+        audit(
+            request,
+            "session.create",
+            "denied",
+            reason=getattr(exc, "code", "invalid"),
+            field=getattr(exc, "field", None),
+        )
         raise
     try:
         session = await c.spawner.create(identity, req, image_path)
@@ -193,6 +198,7 @@ async def vnc_websocket(request: web.Request) -> web.StreamResponse:
         protocols=("binary",),
         max_msg_size=c.cfg.limits.ws_max_message_bytes,
         heartbeat=30.0,
+        compress=False,  # RFB data is already compressed; deflate halves throughput
     )
     await ws.prepare(request)
     c.websockets[sid] = c.websockets.get(sid, 0) + 1

@@ -1,0 +1,171 @@
+"""Group policy: what a caller may ask for, from ``policy.groups`` in the config.
+
+A caller's effective policy is the most permissive combination of the entries of each of
+their groups plus the entry ``"*"`` (which applies to everybody): the union of allowed
+partitions and images, the largest of each maximum. A caller matched by no entry may do
+nothing. Partition and image lists hold names or shell-style patterns (``viz*``); ``"*"``
+allows anything. A request outside the policy raises ``AuthError(403, "policy_violation")``
+whose message names the limit and whose ``field`` names the offending request field.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+from ..config import GroupPolicy, PolicyConfig
+from .types import AuthError, Identity
+
+EVERYONE = "*"
+
+
+def _nothing() -> GroupPolicy:
+    return GroupPolicy(
+        partitions=[],
+        images=[],
+        max_gpus=0,
+        max_cpus=0,
+        max_memory_gb=0,
+        max_time_limit_minutes=0,
+        max_sessions=0,
+        max_jobs=0,
+    )
+
+
+def _union(a: list[str], b: list[str]) -> list[str]:
+    if EVERYONE in a or EVERYONE in b:
+        return [EVERYONE]
+    return list(dict.fromkeys([*a, *b]))
+
+
+def _allowed(value: str, patterns: list[str]) -> bool:
+    return any(p == EVERYONE or fnmatchcase(value, p) for p in patterns)
+
+
+def _deny(message: str, field: str | None) -> AuthError:
+    return AuthError(403, "policy_violation", message, field=field)
+
+
+class Policy:
+    """Evaluates :class:`PolicyConfig` for an :class:`Identity`."""
+
+    def __init__(self, cfg: PolicyConfig) -> None:
+        self.cfg = cfg
+
+    def matching_groups(self, identity: Identity) -> list[str]:
+        """Names of the policy entries that apply to ``identity`` ("*" first)."""
+        names = [EVERYONE, *identity.groups]
+        return [g for g in dict.fromkeys(names) if g in self.cfg.groups]
+
+    def effective(self, identity: Identity) -> GroupPolicy:
+        """The most permissive combination of every entry that applies to ``identity``."""
+        result = _nothing()
+        for name in self.matching_groups(identity):
+            p = self.cfg.groups[name]
+            result = GroupPolicy(
+                partitions=_union(result.partitions, p.partitions),
+                images=_union(result.images, p.images),
+                max_gpus=max(result.max_gpus, p.max_gpus),
+                max_cpus=max(result.max_cpus, p.max_cpus),
+                max_memory_gb=max(result.max_memory_gb, p.max_memory_gb),
+                max_time_limit_minutes=max(result.max_time_limit_minutes, p.max_time_limit_minutes),
+                max_sessions=max(result.max_sessions, p.max_sessions),
+                max_jobs=max(result.max_jobs, p.max_jobs),
+            )
+        return result
+
+    def _check_resources(
+        self,
+        identity: Identity,
+        *,
+        partition: str,
+        image: str | None,
+        cpus: int,
+        memory_gb: int,
+        gpus: int,
+        time_limit_minutes: int,
+    ) -> GroupPolicy:
+        if not self.matching_groups(identity):
+            raise _deny("no policy entry applies to your groups: nothing is allowed", None)
+        p = self.effective(identity)
+        if not _allowed(partition, p.partitions):
+            what = f"partition {partition!r}" if partition else "the default partition"
+            raise _deny(f"{what} is not in your allowed partitions", "partition")
+        if image is not None and not _allowed(image, p.images):
+            raise _deny(f"image {image!r} is not in your allowed images", "image")
+        if cpus > p.max_cpus:
+            raise _deny(f"cpus {cpus} exceeds your max_cpus ({p.max_cpus})", "cpus")
+        if memory_gb > p.max_memory_gb:
+            raise _deny(
+                f"memory_gb {memory_gb} exceeds your max_memory_gb ({p.max_memory_gb})",
+                "memory_gb",
+            )
+        if gpus > p.max_gpus:
+            raise _deny(f"gpus {gpus} exceeds your max_gpus ({p.max_gpus})", "gpus")
+        if time_limit_minutes > p.max_time_limit_minutes:
+            raise _deny(
+                f"time_limit_minutes {time_limit_minutes} exceeds your max_time_limit_minutes "
+                f"({p.max_time_limit_minutes})",
+                "time_limit_minutes",
+            )
+        return p
+
+    def check_session(
+        self,
+        identity: Identity,
+        *,
+        partition: str,
+        image: str | None,
+        cpus: int,
+        memory_gb: int,
+        gpus: int,
+        time_limit_minutes: int,
+        active_sessions: int,
+    ) -> None:
+        """Raise ``AuthError(403, "policy_violation")`` unless the new session is allowed.
+
+        ``partition`` is the partition the job will really use ("" only if Slurm picks it:
+        then only a policy allowing "*" passes). ``active_sessions`` counts the caller's
+        sessions that are not ended, without the new one.
+        """
+        p = self._check_resources(
+            identity,
+            partition=partition,
+            image=image,
+            cpus=cpus,
+            memory_gb=memory_gb,
+            gpus=gpus,
+            time_limit_minutes=time_limit_minutes,
+        )
+        if active_sessions >= p.max_sessions:
+            raise _deny(
+                f"you already have {active_sessions} active session(s): max_sessions is "
+                f"{p.max_sessions}",
+                None,
+            )
+
+    def check_job(
+        self,
+        identity: Identity,
+        *,
+        partition: str,
+        image: str | None,
+        cpus: int,
+        memory_gb: int,
+        gpus: int,
+        time_limit_minutes: int,
+        active_jobs: int,
+    ) -> None:
+        """Like :meth:`check_session`, for a batch job, against ``max_jobs``."""
+        p = self._check_resources(
+            identity,
+            partition=partition,
+            image=image,
+            cpus=cpus,
+            memory_gb=memory_gb,
+            gpus=gpus,
+            time_limit_minutes=time_limit_minutes,
+        )
+        if active_jobs >= p.max_jobs:
+            raise _deny(
+                f"you already have {active_jobs} active job(s): max_jobs is {p.max_jobs}", None
+            )

@@ -1,0 +1,280 @@
+"""Websocket ↔ VNC bridge: the browser's (already authorised) websocket to the desktop.
+
+The API handler checks the ticket, prepares the websocket (subprotocol ``binary``) and
+calls :func:`bridge_vnc` with the host Slurm reports for the job and the registered port
+and password. The bridge opens the TCP connection, performs the RFB security handshake
+itself (:mod:`vizdesk.rfb`: VNC Authentication toward the server, security type None
+toward the browser, so the password never leaves the head node) and then copies bytes
+both ways unchanged: binary frames ↔ TCP stream. Frames need not align with RFB
+messages; handshake bytes are reassembled in a buffer and whatever the browser sent
+beyond the handshake is forwarded first.
+
+Limits: a text frame closes with 1003, an oversized message with 1009, no traffic in either
+direction for ``ws_idle_timeout_seconds`` closes (1000), a browser that does not accept
+data for ``ws_slow_client_timeout_seconds`` is cut (1008), the whole handshake must finish
+within ``ws_handshake_timeout_seconds``. Both ends are always closed when the bridge
+returns; the return value is a short reason for logs and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Callable
+
+import structlog
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from . import rfb
+from .config import LimitsConfig
+
+log = structlog.get_logger("vizdesk.proxy")
+
+CHUNK_BYTES = 256 * 1024
+STREAM_LIMIT = 1024 * 1024
+CLOSE_TIMEOUT = 5.0
+
+# Close reasons returned by bridge_vnc (besides the rfb error codes of a failed handshake).
+SERVER_CLOSED = "server_closed"
+CLIENT_CLOSED = "client_closed"
+IDLE_TIMEOUT = "idle_timeout"
+SLOW_CLIENT = "slow_client"
+TEXT_FRAME = "text_frame"
+MESSAGE_TOO_BIG = "message_too_big"
+HANDSHAKE_TIMEOUT = "handshake_timeout"
+CONNECT_FAILED = "connect_failed"
+SERVER_ERROR = "server_error"
+
+
+class WebSocketClosed(Exception):
+    """The browser side ended (or must be ended): ``reason`` and the close ``code`` to send."""
+
+    def __init__(self, reason: str, code: int | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class WebSocketByteStream:
+    """:class:`vizdesk.rfb.ByteStream` over a websocket's binary frames, with a buffer."""
+
+    def __init__(self, ws: web.WebSocketResponse, max_message_bytes: int) -> None:
+        self.ws = ws
+        self.max_message_bytes = max_message_bytes
+        self._buf = bytearray()
+
+    async def receive_frame(self) -> bytes:
+        """The payload of the next binary frame; raises :class:`WebSocketClosed`."""
+        while True:
+            msg = await self.ws.receive()
+            if msg.type is WSMsgType.BINARY:
+                data: bytes = msg.data
+                if self.max_message_bytes and len(data) > self.max_message_bytes:
+                    raise WebSocketClosed(MESSAGE_TOO_BIG, WSCloseCode.MESSAGE_TOO_BIG)
+                if data:
+                    return data
+                continue
+            if msg.type is WSMsgType.TEXT:
+                raise WebSocketClosed(TEXT_FRAME, WSCloseCode.UNSUPPORTED_DATA)
+            if msg.type is WSMsgType.ERROR:
+                code = getattr(msg.data, "code", None)
+                if code == WSCloseCode.MESSAGE_TOO_BIG:
+                    raise WebSocketClosed(MESSAGE_TOO_BIG, WSCloseCode.MESSAGE_TOO_BIG)
+                raise WebSocketClosed(CLIENT_CLOSED, None)
+            if msg.type in (WSMsgType.PING, WSMsgType.PONG):
+                continue
+            # CLOSE, CLOSING, CLOSED
+            raise WebSocketClosed(CLIENT_CLOSED, None)
+
+    async def read_exactly(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            self._buf += await self.receive_frame()
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+    async def write(self, data: bytes) -> None:
+        try:
+            await self.ws.send_bytes(data)
+        except ConnectionError:
+            raise WebSocketClosed(CLIENT_CLOSED, None) from None
+
+    def take_buffer(self) -> bytes:
+        """Bytes received beyond what the handshake consumed (to forward first)."""
+        out = bytes(self._buf)
+        self._buf.clear()
+        return out
+
+
+async def _close_ws(ws: web.WebSocketResponse, code: int | None, message: str) -> None:
+    """Close the websocket (bounded in time; aborts the connection if it cannot be clean)."""
+    if ws.closed:
+        return
+    task = asyncio.current_task()
+    stalled = message == SLOW_CLIENT  # it will neither drain nor answer our close frame
+    try:
+        async with asyncio.timeout(1.0 if stalled else CLOSE_TIMEOUT):
+            await ws.close(
+                code=code or WSCloseCode.OK, message=message.encode()[:120], drain=not stalled
+            )
+    except asyncio.CancelledError:
+        # aiohttp shares one drain future per connection: a send cancelled in another task
+        # (our slow-client timeout) leaves it cancelled, and close() then raises
+        # CancelledError without this task being cancelled. aiohttp has closed the
+        # transport by then; only a real cancellation of this task propagates.
+        if task is not None and task.cancelling():
+            raise
+    except (TimeoutError, ConnectionError, RuntimeError):
+        pass
+
+
+def _close_writer(writer: asyncio.StreamWriter | None) -> None:
+    if writer is not None and not writer.is_closing():
+        writer.close()
+
+
+async def _pump(
+    ws: web.WebSocketResponse,
+    browser: WebSocketByteStream,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    limits: LimitsConfig,
+    on_bytes: Callable[[str, int], None] | None,
+) -> tuple[str, int | None]:
+    loop = asyncio.get_running_loop()
+    last_activity = loop.time()
+    slow = float(limits.ws_slow_client_timeout_seconds) or None
+    idle = float(limits.ws_idle_timeout_seconds)
+
+    def count(direction: str, n: int) -> None:
+        if on_bytes is not None:
+            with contextlib.suppress(Exception):
+                on_bytes(direction, n)
+
+    async def up() -> tuple[str, int | None]:
+        nonlocal last_activity
+        pending = browser.take_buffer()
+        while True:
+            if pending:
+                writer.write(pending)
+                try:
+                    async with asyncio.timeout(slow):
+                        await writer.drain()
+                except TimeoutError:
+                    return SERVER_ERROR, WSCloseCode.INTERNAL_ERROR
+                except ConnectionError:
+                    return SERVER_CLOSED, WSCloseCode.OK
+                count("up", len(pending))
+            try:
+                pending = await browser.receive_frame()
+            except WebSocketClosed as exc:
+                return exc.reason, exc.code
+            last_activity = loop.time()
+
+    async def down() -> tuple[str, int | None]:
+        nonlocal last_activity
+        while True:
+            try:
+                data = await reader.read(CHUNK_BYTES)
+            except ConnectionError:
+                data = b""
+            if not data:
+                return SERVER_CLOSED, WSCloseCode.OK
+            last_activity = loop.time()
+            try:
+                async with asyncio.timeout(slow):
+                    await ws.send_bytes(data)
+            except TimeoutError:
+                return SLOW_CLIENT, WSCloseCode.POLICY_VIOLATION
+            except ConnectionError:
+                return CLIENT_CLOSED, None
+            count("down", len(data))
+
+    async def watchdog() -> tuple[str, int | None]:
+        while True:
+            remaining = last_activity + idle - loop.time()
+            if remaining <= 0:
+                return IDLE_TIMEOUT, WSCloseCode.OK
+            await asyncio.sleep(remaining)
+
+    tasks = [asyncio.create_task(up()), asyncio.create_task(down())]
+    if idle > 0:
+        tasks.append(asyncio.create_task(watchdog()))
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    first = next(t for t in tasks if t in done)
+    exc = first.exception()
+    if exc is not None:
+        log.warning("proxy_pump_error", error=f"{exc.__class__.__name__}: {exc}")
+        return SERVER_ERROR, WSCloseCode.INTERNAL_ERROR
+    return first.result()
+
+
+async def bridge_vnc(
+    ws: web.WebSocketResponse,
+    host: str,
+    port: int,
+    password: str,
+    *,
+    limits: LimitsConfig,
+    on_bytes: Callable[[str, int], None] | None = None,
+    connect_timeout: float = 10.0,
+) -> str:
+    """Bridge a prepared websocket to the VNC server at ``host:port``; return why it ended.
+
+    Reasons: ``server_closed``, ``client_closed``, ``idle_timeout``, ``slow_client``,
+    ``text_frame``, ``message_too_big``, ``handshake_timeout``, ``server_error``, or the
+    :class:`vizdesk.rfb.RfbError` code of a failed handshake (``connect_failed``,
+    ``vnc_auth_failed``, ``vnc_refused``, ``vnc_security_type``, ``vnc_protocol``,
+    ``vnc_eof``, ``client_protocol_error``).
+    """
+    browser = WebSocketByteStream(ws, limits.ws_max_message_bytes)
+    writer: asyncio.StreamWriter | None = None
+    reader: asyncio.StreamReader | None = None
+
+    async def connect() -> rfb.ByteStream:
+        nonlocal reader, writer
+        async with asyncio.timeout(connect_timeout):
+            reader, writer = await asyncio.open_connection(host, port, limit=STREAM_LIMIT)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        return rfb.StreamByteStream(reader, writer)
+
+    # What the websocket is closed with if this task is cancelled (daemon shutdown).
+    reason: str = "shutdown"
+    code: int | None = WSCloseCode.GOING_AWAY
+    try:
+        try:
+            async with asyncio.timeout(limits.ws_handshake_timeout_seconds or None):
+                await rfb.proxy_handshake(browser, connect, password)
+        except TimeoutError:
+            reason, code = HANDSHAKE_TIMEOUT, WSCloseCode.POLICY_VIOLATION
+        except WebSocketClosed as exc:
+            reason, code = exc.reason, exc.code
+        except rfb.RfbClientError as exc:
+            reason, code = exc.code, WSCloseCode.PROTOCOL_ERROR
+        except rfb.RfbServerError as exc:
+            log.warning("vnc_handshake_failed", host=host, port=port, code=exc.code, error=str(exc))
+            reason, code = exc.code, WSCloseCode.TRY_AGAIN_LATER
+        except rfb.RfbError as exc:
+            reason, code = exc.code, WSCloseCode.PROTOCOL_ERROR
+        else:
+            assert reader is not None and writer is not None
+            reason, code = await _pump(ws, browser, reader, writer, limits, on_bytes)
+    finally:
+        _close_writer(writer)
+        await _close_ws(ws, code, reason)
+    if writer is not None:
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await writer.wait_closed()
+        except Exception:  # a stalled VNC server must not keep the handler alive
+            writer.transport.abort()
+    return reason

@@ -1,0 +1,299 @@
+"""The RFB (VNC) handshake of a proxy that keeps the VNC password away from the browser.
+
+Toward the VNC server the proxy is an RFB client: it negotiates the version (the server
+may speak 3.3, 3.7 or 3.8; newer announcements are treated as 3.8), chooses VNC
+Authentication (security type 2) with the session's password and checks the
+SecurityResult. Toward the browser it is an RFB 3.8 server that offers only security
+type None (1) — in the 3.7/3.8 list form or the 3.3 single-word form, whichever the
+browser speaks — and, for 3.8, a SecurityResult OK. After that the two sides are joined:
+ClientInit, ServerInit and every later message pass unchanged (their format does not
+depend on the protocol version).
+
+If the server side fails (unreachable, wrong password, no VNC Authentication offered,
+protocol error) the browser gets a proper RFB failure with a short, generic reason (no
+host, port or password) and :class:`RfbError` is raised.
+
+Both sides are :class:`ByteStream` objects so that transports plug in: asyncio streams
+(:class:`StreamByteStream`) for TCP, a websocket adapter in :mod:`vizdesk.proxy`,
+in-memory pipes in the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from .vncauth import vnc_auth_response
+
+SEC_INVALID = 0
+SEC_NONE = 1
+SEC_VNC_AUTH = 2
+
+PROXY_VERSION = b"RFB 003.008\n"
+VERSION_RE = re.compile(rb"^RFB (\d{3})\.(\d{3})\n$")
+MAX_REASON_BYTES = 4096
+
+# Reasons the browser may see (deliberately generic).
+REASON_UNREACHABLE = "the desktop is not reachable"
+REASON_AUTH_FAILED = "the desktop refused the proxy's credentials"
+REASON_PROTOCOL = "the desktop's VNC server spoke an unexpected protocol"
+REASON_BAD_CHOICE = "only security type None is offered"
+
+
+class ByteStream(Protocol):
+    """A byte stream that can read exactly ``n`` bytes (raising on EOF) and write."""
+
+    async def read_exactly(self, n: int) -> bytes: ...
+
+    async def write(self, data: bytes) -> None: ...
+
+
+class RfbError(Exception):
+    """A failed RFB handshake. ``code`` is a short machine-readable cause for logs."""
+
+    code = "rfb_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class RfbEOF(RfbError):
+    """The peer closed the connection during the handshake."""
+
+    code = "eof"
+
+
+class RfbServerError(RfbError):
+    """The VNC server side failed (unreachable, protocol, security types)."""
+
+    code = "vnc_server_error"
+
+
+class RfbAuthFailed(RfbServerError):
+    """The VNC server rejected the password."""
+
+    code = "vnc_auth_failed"
+
+
+class RfbClientError(RfbError):
+    """The browser side broke the protocol."""
+
+    code = "client_protocol_error"
+
+
+class StreamByteStream:
+    """:class:`ByteStream` over an asyncio ``StreamReader``/``StreamWriter`` pair."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def read_exactly(self, n: int) -> bytes:
+        try:
+            return await self.reader.readexactly(n)
+        except asyncio.IncompleteReadError as exc:
+            raise RfbEOF("connection closed during the RFB handshake") from exc
+
+    async def write(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+
+def parse_version(data: bytes) -> tuple[int, int]:
+    """``b"RFB 003.008\\n"`` → ``(3, 8)``; ValueError when it is not a ProtocolVersion."""
+    m = VERSION_RE.fullmatch(data)
+    if m is None:
+        raise ValueError("not an RFB ProtocolVersion message")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _u32(data: bytes) -> int:
+    return int(struct.unpack(">I", data)[0])
+
+
+def _reason_bytes(reason: str) -> bytes:
+    raw = reason.encode("utf-8")[:MAX_REASON_BYTES]
+    return struct.pack(">I", len(raw)) + raw
+
+
+async def _read_reason(stream: ByteStream) -> str:
+    length = _u32(await stream.read_exactly(4))
+    if length > MAX_REASON_BYTES:
+        raise RfbServerError("VNC server sent an oversized reason string", code="vnc_protocol")
+    return (await stream.read_exactly(length)).decode("utf-8", errors="replace")
+
+
+# -- toward the VNC server ----------------------------------------------------------------
+
+
+async def authenticate_to_server(server: ByteStream, password: str) -> int:
+    """Run the client side of the handshake through a successful SecurityResult.
+
+    Returns the negotiated minor version (3, 7 or 8). Raises :class:`RfbAuthFailed` when
+    the password is refused and :class:`RfbServerError` for everything else.
+    """
+    try:
+        major, minor = parse_version(await server.read_exactly(12))
+    except ValueError:
+        raise RfbServerError(
+            "VNC server did not send an RFB version", code="vnc_protocol"
+        ) from None
+    if major < 3:
+        raise RfbServerError(f"VNC server speaks RFB {major}.{minor}", code="vnc_protocol")
+    if major > 3 or minor >= 8:
+        use = 8  # RealVNC 4+/5+ and Apple's 3.889 accept 3.8
+    elif minor == 7:
+        use = 7
+    else:
+        use = 3
+    await server.write(b"RFB 003.%03d\n" % use)
+
+    if use == 3:
+        sec = _u32(await server.read_exactly(4))
+        if sec == SEC_INVALID:
+            reason = await _read_reason(server)
+            raise RfbServerError(f"VNC server refused the connection: {reason}", code="vnc_refused")
+        if sec != SEC_VNC_AUTH:
+            raise RfbServerError(
+                f"VNC server requires security type {sec}, not VNC Authentication",
+                code="vnc_security_type",
+            )
+    else:
+        count = (await server.read_exactly(1))[0]
+        if count == 0:
+            reason = await _read_reason(server)
+            raise RfbServerError(f"VNC server refused the connection: {reason}", code="vnc_refused")
+        types = await server.read_exactly(count)
+        if SEC_VNC_AUTH not in types:
+            raise RfbServerError(
+                f"VNC server does not offer VNC Authentication (offers {list(types)})",
+                code="vnc_security_type",
+            )
+        await server.write(bytes([SEC_VNC_AUTH]))
+
+    challenge = await server.read_exactly(16)
+    await server.write(vnc_auth_response(password, challenge))
+    result = _u32(await server.read_exactly(4))
+    if result != 0:
+        reason = ""
+        if use == 8:
+            with contextlib.suppress(RfbError, OSError):
+                reason = await _read_reason(server)
+        raise RfbAuthFailed("VNC server rejected the password" + (f": {reason}" if reason else ""))
+    return use
+
+
+# -- toward the browser -------------------------------------------------------------------
+
+
+async def greet_client(browser: ByteStream) -> int:
+    """Send our ProtocolVersion and read the browser's; returns its minor version (3, 7, 8)."""
+    await browser.write(PROXY_VERSION)
+    try:
+        major, minor = parse_version(await browser.read_exactly(12))
+    except ValueError:
+        raise RfbClientError("client did not send an RFB version") from None
+    if major != 3:
+        raise RfbClientError(f"client speaks RFB {major}.{minor}")
+    if minor >= 8:
+        return 8
+    if minor == 7:
+        return 7
+    return 3  # RFC 6143: any other 3.x is treated as 3.3
+
+
+async def accept_client(browser: ByteStream, minor: int) -> None:
+    """Offer security type None only and finish the browser's security phase."""
+    if minor == 3:
+        await browser.write(struct.pack(">I", SEC_NONE))
+        return
+    await browser.write(bytes([1, SEC_NONE]))
+    choice = (await browser.read_exactly(1))[0]
+    if choice != SEC_NONE:
+        if minor >= 8:
+            await browser.write(struct.pack(">I", 1) + _reason_bytes(REASON_BAD_CHOICE))
+        raise RfbClientError(f"client chose security type {choice}")
+    if minor >= 8:
+        await browser.write(struct.pack(">I", 0))
+
+
+async def refuse_client(browser: ByteStream, minor: int, reason: str) -> None:
+    """Tell the browser the connection failed (before any security type is chosen)."""
+    if minor == 3:
+        await browser.write(struct.pack(">I", SEC_INVALID) + _reason_bytes(reason))
+    else:
+        await browser.write(b"\x00" + _reason_bytes(reason))
+
+
+# -- both ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """The outcome of a successful :func:`proxy_handshake`."""
+
+    client_minor: int
+    server_minor: int
+    server: ByteStream
+
+
+def browser_reason(exc: BaseException) -> str:
+    """The generic reason a browser is shown for a server-side failure."""
+    if isinstance(exc, RfbAuthFailed):
+        return REASON_AUTH_FAILED
+    if isinstance(exc, RfbServerError) and not isinstance(exc, RfbEOF):
+        return REASON_PROTOCOL
+    return REASON_UNREACHABLE
+
+
+async def proxy_handshake(
+    browser: ByteStream,
+    connect: Callable[[], Awaitable[ByteStream]],
+    password: str,
+) -> Handshake:
+    """Greet the browser while connecting and authenticating to the VNC server, then let
+    the browser in with security type None.
+
+    ``connect`` opens the server stream (its OSError/TimeoutError count as "unreachable").
+    On a server-side failure the browser receives an RFB failure reason and
+    :class:`RfbServerError` (or :class:`RfbAuthFailed`) is raised; browser-side failures
+    propagate as raised by the browser stream or as :class:`RfbClientError`.
+    """
+
+    async def server_side() -> tuple[ByteStream, int]:
+        stream = await connect()
+        return stream, await authenticate_to_server(stream, password)
+
+    task = asyncio.create_task(server_side())
+    try:
+        minor = await greet_client(browser)
+    except BaseException:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise
+    try:
+        server, server_minor = await task
+    except (RfbError, OSError, TimeoutError) as exc:
+        with contextlib.suppress(Exception):
+            await refuse_client(browser, minor, browser_reason(exc))
+        if isinstance(exc, RfbServerError):
+            raise
+        if isinstance(exc, RfbEOF):
+            raise RfbServerError(
+                "VNC server closed the connection during the handshake", code="vnc_eof"
+            ) from exc
+        if isinstance(exc, RfbError):
+            raise RfbServerError(str(exc), code=exc.code) from exc
+        raise RfbServerError(
+            f"cannot reach the VNC server: {exc.__class__.__name__}: {exc}", code="connect_failed"
+        ) from exc
+    await accept_client(browser, minor)
+    return Handshake(client_minor=minor, server_minor=server_minor, server=server)

@@ -1,0 +1,76 @@
+"""One-time websocket tickets: bound to user + session + browser origin, valid for seconds.
+
+The browser gets a random 256-bit ticket from ``POST /sessions/{id}/connect`` (JWT
+authenticated) and presents it once in the websocket URL. Redis stores only its SHA-256
+(under ``keys.ticket(digest)``, with a TTL), so neither a Redis dump nor a log line can be
+replayed. Redeeming is atomic (GETDEL): a ticket works once, even under concurrent use.
+Tickets are never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+
+import redis.asyncio as aioredis
+
+from .auth.types import AuthError
+from .keys import Keys
+
+TICKET_BYTES = 32
+# token_urlsafe(32) gives 43 characters of the URL-safe base64 alphabet.
+_TICKET_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+
+def ticket_digest(ticket: str) -> str:
+    return hashlib.sha256(ticket.encode()).hexdigest()
+
+
+class TicketIssuer:
+    """Issues and redeems websocket tickets in Redis."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, ttl_seconds: int) -> None:
+        if ttl_seconds <= 0:
+            raise ValueError("ticket ttl must be positive")
+        self.redis = redis
+        self.keys = keys
+        self.ttl = int(ttl_seconds)
+
+    async def issue(self, user: str, session_id: str, origin: str | None) -> str:
+        """A fresh ticket for ``user`` to open ``session_id``'s websocket from ``origin``."""
+        value = json.dumps({"user": user, "session_id": session_id, "origin": origin})
+        while True:
+            ticket = secrets.token_urlsafe(TICKET_BYTES)
+            ok = await self.redis.set(
+                self.keys.ticket(ticket_digest(ticket)), value, ex=self.ttl, nx=True
+            )
+            if ok:  # a collision of 256 random bits does not happen; NX makes sure anyway
+                return ticket
+
+    async def redeem(self, ticket: str, session_id: str, origin: str | None) -> str:
+        """Consume ``ticket`` and return its user; raise ``AuthError(403, "bad_ticket")``.
+
+        Unknown, expired, already used, issued for another session or presented from
+        another ``Origin`` than it was issued to: all refused alike.
+        """
+        if not isinstance(ticket, str) or not _TICKET_RE.fullmatch(ticket):
+            raise AuthError(403, "bad_ticket", "invalid or expired ticket")
+        raw = await self.redis.getdel(self.keys.ticket(ticket_digest(ticket)))
+        if raw is None:
+            raise AuthError(403, "bad_ticket", "invalid or expired ticket")
+        try:
+            data = json.loads(raw)
+            user = data["user"]
+            bound_session = data["session_id"]
+            bound_origin = data.get("origin")
+        except (ValueError, KeyError, TypeError):
+            raise AuthError(403, "bad_ticket", "invalid or expired ticket") from None
+        if bound_session != session_id:
+            raise AuthError(403, "bad_ticket", "ticket was issued for another session")
+        if bound_origin != origin:
+            raise AuthError(403, "bad_ticket", "ticket was issued to another origin")
+        if not isinstance(user, str) or not user:
+            raise AuthError(403, "bad_ticket", "invalid or expired ticket")
+        return user

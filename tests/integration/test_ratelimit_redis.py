@@ -1,0 +1,183 @@
+"""Per-user sliding-window rate limit on a real Redis (atomic Lua, server clock)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from vizdesk.auth.types import AuthError
+from vizdesk.keys import Keys
+from vizdesk.ratelimit import RateLimiter
+
+# --- Redis for these tests: the test bed's if it is up, else a private redis-server. ---
+TESTBED_ENV = Path(os.environ.get("VIZDESK_TESTBED_DIR", "/var/lib/vizdesk-testbed")) / "env"
+
+
+def _testbed_redis() -> tuple[str, str | None] | None:
+    if not TESTBED_ENV.is_file():
+        return None
+    env = dict(line.split("=", 1) for line in TESTBED_ENV.read_text().splitlines() if "=" in line)
+    url = env.get("REDIS_URL", "").strip().strip("'\"")
+    pw_file = env.get("REDIS_PASSWORD_FILE", "").strip().strip("'\"")
+    if not url:
+        return None
+    return url, (Path(pw_file).read_text().strip() if pw_file else None)
+
+
+def _private_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed and the test bed is not up")
+    password = secrets.token_urlsafe(16)
+    for port in random.sample(range(16400, 16500), 100):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp),
+                "--requirepass",
+                password,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return proc, f"redis://127.0.0.1:{port}/0", password
+            except OSError:
+                time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+    pytest.skip("could not start a private redis-server on 16400-16499")
+
+
+@pytest.fixture(scope="module")
+async def redis(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[aioredis.Redis]:
+    proc = None
+    found = _testbed_redis()
+    if found is None:
+        proc, url, password = _private_redis(tmp_path_factory.mktemp("redis"))
+    else:
+        url, password = found
+    client = aioredis.Redis.from_url(url, password=password)
+    await client.ping()
+    yield client
+    await client.aclose()
+    if proc is not None:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+async def keys(redis: aioredis.Redis) -> AsyncIterator[Keys]:
+    k = Keys(f"vzt-{secrets.token_hex(4)}:")
+    yield k
+    async for name in redis.scan_iter(match=f"{k.prefix}*"):
+        await redis.delete(name)
+
+
+# --- tests ---------------------------------------------------------------------------------
+
+
+async def limited(rl: RateLimiter, user: str = "alice", action: str = "create") -> AuthError:
+    with pytest.raises(AuthError) as ei:
+        await rl.hit(user, action)
+    e = ei.value
+    assert (e.status, e.code) == (429, "rate_limited")
+    assert e.retry_after is not None and e.retry_after >= 1
+    return e
+
+
+async def test_limit_then_429(redis: aioredis.Redis, keys: Keys) -> None:
+    rl = RateLimiter(redis, keys, 3, 60)
+    for _ in range(3):
+        await rl.hit("alice", "create")
+    e = await limited(rl)
+    assert 1 <= (e.retry_after or 0) <= 60
+    assert "3 per 60 s" in e.message
+    ttl = await redis.pttl(keys.rate("alice", "create"))
+    assert 0 < ttl <= 60_000
+
+
+async def test_per_user_and_action(redis: aioredis.Redis, keys: Keys) -> None:
+    rl = RateLimiter(redis, keys, 1, 60)
+    await rl.hit("alice", "create")
+    await limited(rl, "alice", "create")
+    await rl.hit("bob", "create")
+    await rl.hit("alice", "job")
+    await rl.reset("alice", "create")
+    await rl.hit("alice", "create")
+
+
+async def test_concurrent_hits_are_atomic(redis: aioredis.Redis, keys: Keys) -> None:
+    rl = RateLimiter(redis, keys, 5, 60)
+    results = await asyncio.gather(
+        *(rl.hit("alice", "create") for _ in range(40)), return_exceptions=True
+    )
+    assert sum(r is None for r in results) == 5
+    assert all(isinstance(r, AuthError) and r.status == 429 for r in results if r is not None)
+
+
+async def wait_allowed(rl: RateLimiter, limit_s: float = 15) -> None:
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            await rl.hit("alice", "create")
+            return
+        except AuthError:
+            assert time.monotonic() < deadline, "never allowed again"
+            await asyncio.sleep(0.1)
+
+
+async def test_window_slides(redis: aioredis.Redis, keys: Keys) -> None:
+    """A fixed window would let a burst through at the boundary; a sliding one does not."""
+    rl = RateLimiter(redis, keys, 2, 2)
+    await rl.hit("alice", "create")  # A
+    await asyncio.sleep(1.2)
+    await rl.hit("alice", "create")  # B, ~1.2 s after A
+    e = await limited(rl)
+    assert e.retry_after == 1  # until A leaves the window (~0.8 s), rounded up
+    await wait_allowed(rl)  # A has left the window: C allowed
+    # B is still inside its window: still limited (a fixed window would have reset to 0).
+    await limited(rl)
+
+
+async def test_refused_hits_do_not_extend(redis: aioredis.Redis, keys: Keys) -> None:
+    rl = RateLimiter(redis, keys, 1, 1)
+    await rl.hit("alice", "create")
+    for _ in range(20):
+        await limited(rl)
+    assert await redis.zcard(keys.rate("alice", "create")) == 1
+    await wait_allowed(rl, 5)
+
+
+async def test_disabled(redis: aioredis.Redis, keys: Keys) -> None:
+    rl = RateLimiter(redis, keys, 0, 60)
+    for _ in range(50):
+        await rl.hit("alice", "create")
+    assert not await redis.exists(keys.rate("alice", "create"))
