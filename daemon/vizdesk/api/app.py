@@ -24,7 +24,7 @@ from ..tickets import TicketIssuer
 from ..tracker import Tracker
 from . import events, health, me, openapi, sessions
 from .context import CTX, Context
-from .middleware import authenticate, cors, json_errors, request_context
+from .middleware import HTML_CSP, authenticate, cors, json_errors, request_context
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 log = structlog.get_logger("vizdesk.app")
@@ -79,7 +79,14 @@ async def index(request: web.Request) -> web.StreamResponse:
     page = STATIC_DIR / "index.html"
     if not page.is_file():
         raise web.HTTPNotFound()
-    return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
+    return web.FileResponse(
+        page,
+        headers={
+            "Content-Type": "text/html; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "Content-Security-Policy": HTML_CSP,
+        },
+    )
 
 
 def create_app(

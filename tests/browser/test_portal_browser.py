@@ -1,0 +1,194 @@
+"""Real-browser tests of the portal page: Debian's Chromium driven by playwright-core (node).
+
+``test_portal_on_testbed`` is the real test on the test bed: it takes the session-scoped
+``daemon`` fixture of tests/conftest.py (real Slurm, Redis, Xvnc) and a token for alice.
+``test_portal_against_daemon`` runs the same against any running daemon (``VIZDESK_URL``)
+with a JWT of a user allowed to launch a desktop (``VIZDESK_TOKEN``);
+optional ``VIZDESK_LAUNCH_BODY`` (JSON form values, e.g. ``{"partition": "viz"}``). It runs
+``portal_e2e.mjs``: sign in via ``#token=``, launch, start-up steps, noVNC canvas and a
+non-uniform screenshot, remote resize, disconnect/reconnect, stop → ENDED, expired/refused
+token → sign-in. Screenshots and ``summary.json`` (timings) go to ``test-output/browser/``.
+
+``test_portal_against_standin`` runs the same script against ``standin_server.py``, a DEV
+AID that fakes the API over a local Xvnc: it exercises the page in a real browser without
+the test bed (plus clipboard both ways and the scheduler banner), not the daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+SCRIPT = HERE / "portal_e2e.mjs"
+STANDIN = HERE / "standin_server.py"
+OUTPUT = ROOT / "test-output" / "browser"
+CHROMIUM = os.environ.get("VIZDESK_CHROMIUM", "/usr/bin/chromium")
+
+
+def missing_prerequisite() -> str | None:
+    """Why the browser test cannot run here, or None."""
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} missing (apt-get install chromium)"
+    if not (ROOT / "node_modules" / "playwright-core" / "package.json").exists():
+        return "node_modules/playwright-core missing (run `npm ci` at the repo root)"
+    return None
+
+
+def run_portal_e2e(
+    url: str,
+    token: str,
+    output_dir: Path,
+    *,
+    standin: bool = False,
+    launch_values: dict[str, Any] | None = None,
+    timeout_s: float = 600,
+) -> dict[str, Any]:
+    """Runs portal_e2e.mjs against ``url``; returns its summary (asserts it passed)."""
+    env = {
+        **os.environ,
+        "VIZDESK_URL": url,
+        "VIZDESK_TOKEN": token,
+        "VIZDESK_OUTPUT": str(output_dir),
+        "VIZDESK_CHROMIUM": CHROMIUM,
+        "VIZDESK_STANDIN": "1" if standin else "0",
+    }
+    if launch_values is not None:
+        env["VIZDESK_LAUNCH_BODY"] = json.dumps(launch_values)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    summary_path = output_dir / "summary.json"
+    summary_path.unlink(missing_ok=True)
+    proc = subprocess.run(
+        ["node", str(SCRIPT)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    sys.stdout.write(proc.stdout[-20000:])
+    sys.stderr.write(proc.stderr[-5000:])
+    assert summary_path.exists(), f"no summary (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    summary: dict[str, Any] = json.loads(summary_path.read_text())
+    assert proc.returncode == 0 and summary.get("ok"), summary.get("error", proc.stderr[-2000:])
+    return summary
+
+
+def check_summary(summary: dict[str, Any]) -> None:
+    shots = [Path(p) for p in summary["screenshots"]]
+    names = {p.name for p in shots}
+    assert {"03-desktop.png", "04-resized-1024x680.png", "08-ended.png"} <= names
+    for p in shots:
+        assert p.exists() and p.stat().st_size > 1000, p
+    stats = summary["screenshot_stats"]
+    assert stats["distinctColors"] >= 3 and stats["dominantShare"] < 0.97, stats
+    timings = summary["timings_ms"]
+    assert timings["click_to_first_frame"] > 0
+    assert timings["resize_smaller"] > 0 and timings["resize_larger"] > 0
+    assert not [p for p in summary["problems"] if p.startswith("console:")], summary["problems"]
+
+
+def test_portal_against_daemon() -> None:
+    url = os.environ.get("VIZDESK_URL", "")
+    token = os.environ.get("VIZDESK_TOKEN", "")
+    if not url or not token:
+        pytest.skip(
+            "real-browser portal test needs a running daemon: set VIZDESK_URL (e.g. "
+            "http://127.0.0.1:8080, test bed up) and VIZDESK_TOKEN (JWT of a user allowed to "
+            "launch a desktop, e.g. from `vizdesk token --user NAME`)"
+        )
+    reason = missing_prerequisite()
+    if reason:
+        pytest.skip(reason)
+    launch = os.environ.get("VIZDESK_LAUNCH_BODY")
+    summary = run_portal_e2e(
+        url, token, OUTPUT, launch_values=json.loads(launch) if launch else None
+    )
+    check_summary(summary)
+    assert summary.get("csp_header"), "the daemon must send a Content-Security-Policy on /"
+
+
+@pytest.mark.e2e
+def test_portal_on_testbed(daemon: Any) -> None:
+    """The same browser test on the session-scoped test bed daemon (tests/conftest.py)."""
+    reason = missing_prerequisite()
+    if reason:
+        pytest.skip(reason)
+    summary = run_portal_e2e(daemon.url, daemon.token("alice"), OUTPUT)
+    check_summary(summary)
+    assert summary.get("csp_header"), "the daemon must send a Content-Security-Policy on /"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def standin_url() -> Iterator[str]:
+    reason = missing_prerequisite()
+    if reason:
+        pytest.skip(reason)
+    if shutil.which("Xvnc") is None:
+        pytest.skip("Xvnc missing (tigervnc-standalone-server) for the stand-in")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (OUTPUT / "standin").resolve()
+    log.mkdir(parents=True, exist_ok=True)
+    with (log / "standin-server.log").open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(STANDIN), "--port", str(port)], stdout=out, stderr=out
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/readyz", timeout=1) as resp:
+                        if resp.status == 200:
+                            break
+                except OSError:
+                    pass
+                assert proc.poll() is None, "stand-in server exited"
+                assert time.monotonic() < deadline, "stand-in server did not start"
+                time.sleep(0.1)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_portal_against_standin(standin_url: str) -> None:
+    token = subprocess.run(
+        [sys.executable, str(STANDIN), "--print-token"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    summary = run_portal_e2e(standin_url, token, OUTPUT / "standin", standin=True)
+    check_summary(summary)
+    steps = "\n".join(summary["steps"])
+    assert "policy refusal shown" in steps
+    assert "scheduler-unreachable banner shown and cleared" in steps
+    if shutil.which("xclip"):
+        assert "clipboard panel text became the desktop's clipboard" in steps
+    assert summary["csp_header"] and "default-src 'self'" in summary["csp_header"]
