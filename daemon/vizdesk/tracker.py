@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections import Counter as TallyCounter
 from datetime import timedelta
@@ -133,13 +134,16 @@ class Tracker:
         except SlurmError as exc:
             if self.slurm_ok is not False:
                 log.warning("tracker.slurm_unreachable", error=str(exc))
+                await self._publish_status(False)
             self.slurm_ok = False
             self._update_gauges(sessions)
             return
         finally:
             self.last_tick = time.time()
-        if self.slurm_ok is False:
-            log.info("tracker.slurm_back", seconds=round(time.monotonic() - started, 3))
+        if self.slurm_ok is not True:
+            if self.slurm_ok is False:
+                log.info("tracker.slurm_back", seconds=round(time.monotonic() - started, 3))
+            await self._publish_status(True)
         self.slurm_ok = True
         for src, ids in zip(self.sources, source_ids, strict=True):
             if ids:
@@ -159,6 +163,10 @@ class Tracker:
             elif r is not None:
                 current.append(r)
         self._update_gauges(current)
+
+    async def _publish_status(self, slurm_ok: bool) -> None:
+        event = {"type": "status", "slurm": "ok" if slurm_ok else "unreachable"}
+        await self.store.redis.publish(self.store.keys.events_channel, json.dumps(event))
 
     async def _advance(self, session: Session, status: JobStatus | None) -> Session | None:
         now = utcnow()

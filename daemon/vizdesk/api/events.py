@@ -106,14 +106,12 @@ async def events(request: web.Request) -> web.StreamResponse:
                 event = await asyncio.wait_for(q.get(), timeout=KEEPALIVE_SECONDS)
             except TimeoutError:
                 await response.write(b": keepalive\n\n")
-            else:
-                if event.get("type") == "session" and (
-                    want_all or event.get("user") == identity.user
-                ):
-                    await response.write(_sse("session", event["session"]))
-            if c.tracker.slurm_ok is not None and c.tracker.slurm_ok != slurm_ok:
-                slurm_ok = c.tracker.slurm_ok
-                await response.write(_sse("status", {"slurm": "ok" if slurm_ok else "unreachable"}))
+                continue
+            kind = event.get("type")
+            if kind == "status":
+                await response.write(_sse("status", {"slurm": event.get("slurm")}))
+            elif kind == "session" and (want_all or event.get("user") == identity.user):
+                await response.write(_sse("session", event["session"]))
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
