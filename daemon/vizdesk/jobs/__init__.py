@@ -1,0 +1,1 @@
+"""Batch jobs: templates, the fixed launcher script, the job record, manager and API."""
