@@ -217,8 +217,15 @@ def daemon(testbed: Testbed) -> Iterator[Daemon]:
 
 
 def cleanup_jobs(prefix: str) -> None:
-    """Cancel any Slurm job the session's daemon left (test hygiene only)."""
-    subprocess.run(["scancel", "--name", "vizdesk"], capture_output=True, check=False)
+    """Cancel any vizdesk Slurm job a test left behind (test hygiene only)."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True)
+    ids = [
+        line.split()[0]
+        for line in out.stdout.splitlines()
+        if len(line.split()) == 2 and line.split()[1].startswith("vizdesk-")
+    ]
+    if ids:
+        subprocess.run(["scancel", *ids], capture_output=True, check=False)
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -22,7 +22,7 @@ from ..spawner import Spawner
 from ..store import SessionStore
 from ..tickets import TicketIssuer
 from ..tracker import Tracker
-from . import events, health, me, openapi, sessions
+from . import events, health, images, me, openapi, sessions
 from .context import CTX, Context
 from .middleware import HTML_CSP, authenticate, cors, json_errors, request_context
 
@@ -56,7 +56,13 @@ def build_context(
     regs = RegistrationManager(redis, keys, cfg.node.port_min, cfg.node.port_max)
     spawner = Spawner(cfg, backend, store, regs, metrics)
     tracker = Tracker(cfg, backend, store, regs, metrics)
+    catalog = None
+    if cfg.images.dirs or cfg.sessions.images:
+        from ..images import ImageCatalog
+
+        catalog = ImageCatalog(cfg, redis, keys)
     return Context(
+        images=catalog,
         cfg=cfg,
         redis=redis,
         keys=keys,
@@ -126,6 +132,7 @@ def create_app(
     me.setup_routes(app)
     events.setup_routes(app)
     openapi.setup_routes(app)
+    images.setup_routes(app)
     app.router.add_get("/", index)
     if STATIC_DIR.is_dir():
         app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)

@@ -79,7 +79,8 @@ def _sse(event: str, data: Any) -> bytes:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """SSE stream: a snapshot of the caller's sessions, then every change, plus status."""
+    """SSE stream: a snapshot of the caller's sessions, then every session/job change, plus
+    Slurm reachability (`status`)."""
     c = ctx(request)
     identity = identity_of(request)
     want_all = identity.is_admin and request.query.get("all", "").lower() in ("1", "true")
@@ -110,8 +111,8 @@ async def events(request: web.Request) -> web.StreamResponse:
             kind = event.get("type")
             if kind == "status":
                 await response.write(_sse("status", {"slurm": event.get("slurm")}))
-            elif kind == "session" and (want_all or event.get("user") == identity.user):
-                await response.write(_sse("session", event["session"]))
+            elif kind in ("session", "job") and (want_all or event.get("user") == identity.user):
+                await response.write(_sse(kind, event[kind]))
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:

@@ -55,14 +55,15 @@ async def create_session(request: web.Request) -> web.Response:
     identity = identity_of(request)
     try:
         req = validate_session_request(await read_json(request), c.cfg)
+        image_name: str | None = None
         image_path: str | None = None
         if req.image is not None:
-            image_path = await resolve_image(request, req.image)
+            image_name, image_path = await resolve_image(request, req.image)
         active = await c.store.count_active_for_user(identity.user)
         c.policy.check_session(
             identity,
             partition=req.partition,
-            image=req.image,
+            image=image_name,  # policy patterns match the catalog name, whatever ref was sent
             cpus=req.cpus,
             memory_gb=req.memory_gb,
             gpus=req.gpus,
@@ -89,15 +90,19 @@ async def create_session(request: web.Request) -> web.Response:
     return web.json_response(session.to_public(), status=201)
 
 
-async def resolve_image(request: web.Request, ref: str) -> str:
-    """Catalog id or name → .sif path; unknown → 400 naming the field."""
+async def resolve_image(request: web.Request, ref: str) -> tuple[str, str]:
+    """Catalog id or name → (name, .sif path); unknown or not a desktop image → 400."""
     c = ctx(request)
     if c.images is not None:
         image = await c.images.resolve(ref)
         if image is not None:
-            return str(image.path)
-    elif ref in c.cfg.sessions.images:
-        return c.cfg.sessions.images[ref]
+            if image.kind == "compute":
+                raise ValidationError(
+                    "image",
+                    f"image {image.name!r} is a compute image, not a desktop",
+                    "not_a_desktop_image",
+                )
+            return str(image.name), str(image.path)
     raise ValidationError("image", f"unknown image {ref!r}", "unknown_image")
 
 

@@ -73,6 +73,12 @@ class Policy:
             )
         return result
 
+    def image_allowed(self, identity: Identity, image_name: str) -> bool:
+        """Whether the caller's groups allow the catalog image called ``image_name``."""
+        return bool(self.matching_groups(identity)) and _allowed(
+            image_name, self.effective(identity).images
+        )
+
     def _check_resources(
         self,
         identity: Identity,

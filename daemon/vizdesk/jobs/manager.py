@@ -284,7 +284,10 @@ class JobManager:
         mode = (tmpl.mode if tmpl else req.mode) or "exec"
         image_path: str | None = None
         if image_ref is not None:
-            image_path = await self._resolve_image(images, image_ref, app, from_template=tmpl)
+            # The catalog name (not the id the caller may have sent) is what policy matches.
+            image_ref, image_path = await self._resolve_image(
+                images, image_ref, app, from_template=tmpl
+            )
         if tmpl is not None:
             argv = check_argv(tmpl.argv(values), self.cfg, "parameters", allow_empty=mode == "run")
         else:
@@ -327,16 +330,18 @@ class JobManager:
 
     async def _resolve_image(
         self, images: Any, ref: str, app: str | None, from_template: Template | None
-    ) -> str:
-        """Catalog id or name → .sif path; unknown → 400 naming the field."""
+    ) -> tuple[str, str]:
+        """Catalog id or name → (catalog name, .sif path); unknown → 400 naming the field."""
         field = "template" if from_template else "image"
         where = f" (template {from_template.name!r})" if from_template else ""
         path: str | None = None
+        name = ref
         apps: Any = None
         if images is not None:
             image = await images.resolve(ref)
             if image is not None:
                 path, apps = str(image.path), getattr(image, "apps", None)
+                name = str(getattr(image, "name", ref))
         elif ref in self.cfg.sessions.images:
             path = self.cfg.sessions.images[ref]
         if path is None:
@@ -347,7 +352,7 @@ class JobManager:
                 f"image {ref!r} has no app {app!r}{where}",
                 "unknown_app",
             )
-        return path
+        return name, path
 
     # ------------------------------------------------------------ submit
 
