@@ -6,6 +6,9 @@ VENV=${VENV:-.venv}
 mkdir -p test-output
 step() { printf '\n=== %s ===\n' "$*"; }
 
+step "test-only dependencies (Chromium, node packages)"
+scripts/test-deps.sh
+
 step "lint (ruff) and types (mypy)"
 "$VENV/bin/ruff" check daemon tests bench
 "$VENV/bin/mypy"
