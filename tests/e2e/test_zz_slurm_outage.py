@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from tests.conftest import REPO, wait_for_state
@@ -18,15 +19,16 @@ from tests.helpers.rfb_client import WsStream, handshake
 pytestmark = pytest.mark.e2e
 
 
-def slurmctld_pids() -> list[int]:
-    out = subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+def slurmctld_pids(testbed) -> list[int]:
+    """The test bed's slurmctld (not another one, e.g. the container tier's, by name)."""
+    pidfile = Path(testbed.env["SLURMCTLD_PIDFILE"])
+    return [int(pidfile.read_text().split()[0])] if pidfile.is_file() else []
 
 
-async def test_slurmctld_outage_keeps_sessions(http, daemon) -> None:
+async def test_slurmctld_outage_keeps_sessions(http, daemon, testbed) -> None:
     sid = (await create(http, daemon))["id"]
     await wait_for_state(http, daemon, sid, {"READY"}, timeout=20)
-    pids = slurmctld_pids()
+    pids = slurmctld_pids(testbed)
     assert pids, "slurmctld is not running"
     # A controlled slurmctld stop (as in an upgrade or failover): it saves its state.
     subprocess.run(["kill", "-TERM", *map(str, pids)], check=True)
