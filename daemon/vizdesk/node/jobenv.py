@@ -1,0 +1,135 @@
+"""The job environment contract: what the daemon puts into a session job's environment.
+
+The daemon writes these variables into the job's environment (never onto a command
+line); this module parses and validates them into a :class:`JobEnv`. Nothing here is
+taken from the user directly, but the values are still checked because they end up in
+argv lists and file names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from vizdesk.keys import SESSION_ID_RE
+
+GEOMETRY_RE = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
+
+ENV_SESSION_ID = "VIZDESK_SESSION_ID"
+ENV_CONFIG = "VIZDESK_CONFIG"
+ENV_REDIS_URL = "VIZDESK_REDIS_URL"
+ENV_REDIS_USERNAME = "VIZDESK_REDIS_USERNAME"
+ENV_REDIS_PASSWORD = "VIZDESK_REDIS_PASSWORD"  # noqa: S105 - a variable name, not a secret
+ENV_REG_KEY = "VIZDESK_REG_KEY"
+ENV_GEOMETRY = "VIZDESK_GEOMETRY"
+ENV_IMAGE = "VIZDESK_IMAGE"
+ENV_REG_TTL = "VIZDESK_REG_TTL"
+ENV_SESSION_TAG = "VIZDESK_SESSION_TAG"
+
+#: Variables never passed on to the VNC server or the desktop session.
+PRIVATE_VARS = frozenset(
+    {
+        ENV_SESSION_ID,
+        ENV_CONFIG,
+        ENV_REDIS_URL,
+        ENV_REDIS_USERNAME,
+        ENV_REDIS_PASSWORD,
+        ENV_REG_KEY,
+        ENV_GEOMETRY,
+        ENV_IMAGE,
+        ENV_REG_TTL,
+        "VIZDESK_REDIS_PASSWORD_DAEMON",
+        "VIZDESK_JWT_SECRET",
+        "VIZDESK_COMMAND",
+    }
+)
+
+
+class JobEnvError(ValueError):
+    """A missing or malformed variable in the job environment."""
+
+
+@dataclass(frozen=True)
+class JobEnv:
+    session_id: str
+    redis_url: str
+    redis_username: str
+    redis_password: str = field(repr=False)
+    reg_key: str
+    width: int
+    height: int
+    reg_ttl: int
+    image: str | None = None
+
+    @property
+    def geometry(self) -> str:
+        return f"{self.width}x{self.height}"
+
+    def redis_location(self) -> str:
+        """host:port/db of the Redis URL, without any credentials (for logs)."""
+        parts = urlsplit(self.redis_url)
+        host = parts.hostname or "?"
+        port = parts.port or 6379
+        return f"{host}:{port}{parts.path or ''}"
+
+
+def _require(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "")
+    if not value:
+        raise JobEnvError(f"{name} is not set in the job environment")
+    return value
+
+
+def parse_job_env(env: Mapping[str, str]) -> JobEnv:
+    """Validate the daemon-provided job environment."""
+    sid = _require(env, ENV_SESSION_ID)
+    if not SESSION_ID_RE.match(sid):
+        raise JobEnvError(f"{ENV_SESSION_ID} must be 16 lowercase hex characters")
+
+    url = _require(env, ENV_REDIS_URL)
+    scheme = urlsplit(url).scheme
+    if scheme not in {"redis", "rediss", "unix"}:
+        raise JobEnvError(f"{ENV_REDIS_URL} must be a redis://, rediss:// or unix:// URL")
+
+    geometry = _require(env, ENV_GEOMETRY)
+    m = GEOMETRY_RE.match(geometry)
+    if not m:
+        raise JobEnvError(f"{ENV_GEOMETRY} must look like 1280x800")
+    width, height = int(m.group(1)), int(m.group(2))
+
+    ttl_raw = _require(env, ENV_REG_TTL)
+    try:
+        ttl = int(ttl_raw)
+    except ValueError:
+        raise JobEnvError(f"{ENV_REG_TTL} must be an integer number of seconds") from None
+    if ttl < 2:
+        raise JobEnvError(f"{ENV_REG_TTL} must be at least 2 seconds")
+
+    image = env.get(ENV_IMAGE) or None
+    if image is not None and (not image.startswith("/") or not image.endswith(".sif")):
+        raise JobEnvError(f"{ENV_IMAGE} must be an absolute path to a .sif file")
+
+    reg_key = _require(env, ENV_REG_KEY)
+    if not reg_key.endswith(sid):
+        raise JobEnvError(f"{ENV_REG_KEY} does not belong to session {sid}")
+
+    return JobEnv(
+        session_id=sid,
+        redis_url=url,
+        redis_username=_require(env, ENV_REDIS_USERNAME),
+        redis_password=_require(env, ENV_REDIS_PASSWORD),
+        reg_key=reg_key,
+        width=width,
+        height=height,
+        reg_ttl=ttl,
+        image=image,
+    )
+
+
+def child_environ(env: Mapping[str, str], session_id: str) -> dict[str, str]:
+    """The environment for processes the wrapper starts: no credentials, plus the tag."""
+    out = {k: v for k, v in env.items() if k not in PRIVATE_VARS}
+    out[ENV_SESSION_TAG] = session_id
+    return out
