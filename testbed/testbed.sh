@@ -647,6 +647,14 @@ xfce_defaults() {
     if [[ -f $src && ! -f $dst ]]; then
         install -D -m 0644 "$src" "$dst"
     fi
+    # No per-desktop ssh-agent: it daemonizes out of the job's process tree and hides its
+    # environment, so with proctrack/linuxproc (this test bed) nothing can tell it belongs
+    # to the session. (proctrack/cgroup on a real cluster reaps it with the job.)
+    # Debian ships this channel file; add the two switches to it once.
+    local sess=/etc/xdg/xfce4/xfconf/xfce-perchannel-xml/xfce4-session.xml
+    if [[ -f $sess ]] && ! grep -q 'name="ssh-agent"' "$sess"; then
+        sed -i 's|^<channel name="xfce4-session" version="1.0">$|&\n  <property name="startup" type="empty">\n    <property name="ssh-agent" type="empty"><property name="enabled" type="bool" value="false"/></property>\n    <property name="gpg-agent" type="empty"><property name="enabled" type="bool" value="false"/></property>\n  </property>|' "$sess"
+    fi
 }
 
 cmd_up() {
