@@ -212,3 +212,30 @@ async def test_lingering_job_after_lost_registration_is_cancelled(world) -> None
     await store.update(s.id, age)
     await tracker.tick()
     assert backend.cancelled == ["6101"]
+
+
+async def test_registration_write_wakes_the_tracker(redis_admin) -> None:
+    """A job's registration SET reaches the tracker through a keyspace notification."""
+    import asyncio
+
+    from vizdesk.api.events import EventHub, enable_registration_notifications
+
+    keys = Keys(f"vzt-notify-{secrets.token_hex(3)}:")
+    assert await enable_registration_notifications(redis_admin)
+    woken = asyncio.Event()
+    hub = EventHub(redis_admin, keys.events_channel,
+                   registration_pattern=f"__keyspace@0__:{keys.registration('*')}",
+                   on_registration=woken.set)
+    hub.start()
+    try:
+        await asyncio.sleep(0.3)  # subscribed
+        await redis_admin.set(keys.registration("0123456789abcdef"), "{}", ex=5)
+        await asyncio.wait_for(woken.wait(), timeout=5)
+        woken.clear()
+        await redis_admin.set(keys.session("0123456789abcdef"), "{}", ex=5)  # not a registration
+        await asyncio.sleep(0.3)
+        assert not woken.is_set()
+    finally:
+        await hub.stop()
+        await redis_admin.delete(keys.registration("0123456789abcdef"),
+                                 keys.session("0123456789abcdef"))

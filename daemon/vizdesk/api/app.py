@@ -108,10 +108,18 @@ def create_app(
     )
     context = build_context(cfg, redis or redis_client(cfg), backend)
     app[CTX] = context
-    app[events.HUB] = events.EventHub(context.redis, context.keys.events_channel)
+    db = context.redis.connection_pool.connection_kwargs.get("db", 0)
+    app[events.HUB] = events.EventHub(
+        context.redis,
+        context.keys.events_channel,
+        registration_pattern=f"__keyspace@{db}__:{context.keys.registration('*')}",
+        on_registration=context.tracker.poke,
+    )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await context.redis.ping()  # fail fast on a wrong password / unreachable Redis
+        if not await events.enable_registration_notifications(context.redis):
+            app[events.HUB].registration_pattern = None
         app[events.HUB].start()
         if run_tracker:
             context.tracker.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -23,11 +24,24 @@ KEEPALIVE_SECONDS = 15.0
 
 
 class EventHub:
-    """Fan-out of the Redis events channel to in-process subscriber queues."""
+    """Fan-out of the Redis events channel to in-process subscriber queues.
 
-    def __init__(self, redis: aioredis.Redis, channel: str) -> None:
+    With ``registration_pattern`` (a keyspace-notification pattern for the registration
+    keys) it also calls ``on_registration`` when a job writes its registration, so the
+    tracker ticks at once instead of at its next poll.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        channel: str,
+        registration_pattern: str | None = None,
+        on_registration: Callable[[], None] | None = None,
+    ) -> None:
         self.redis = redis
         self.channel = channel
+        self.registration_pattern = registration_pattern
+        self.on_registration = on_registration
         self.subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -58,7 +72,13 @@ class EventHub:
             try:
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(self.channel)
+                if self.registration_pattern:
+                    await pubsub.psubscribe(self.registration_pattern)
                 async for message in pubsub.listen():
+                    if message["type"] == "pmessage":
+                        if message["data"] == "set" and self.on_registration:
+                            self.on_registration()
+                        continue
                     try:
                         event = json.loads(message["data"])
                     except (ValueError, TypeError):
@@ -72,6 +92,24 @@ class EventHub:
 
 
 HUB: web.AppKey[EventHub] = web.AppKey("vizdesk_event_hub", EventHub)
+
+
+async def enable_registration_notifications(redis: aioredis.Redis) -> bool:
+    """Make Redis publish keyspace events for string SETs (flags K and $), if allowed.
+
+    Best effort: a Redis that refuses CONFIG (managed services) leaves the tracker on
+    its poll interval, which is still correct, just slower to notice a new desktop.
+    """
+    try:
+        got = await redis.config_get("notify-keyspace-events")
+        flags = set(str(got.get("notify-keyspace-events") or ""))
+        if "K" in flags and ("$" in flags or "A" in flags):
+            return True
+        await redis.config_set("notify-keyspace-events", "".join(sorted(flags | {"K", "$"})))
+        return True
+    except Exception as exc:
+        log.info("events.keyspace_notifications_unavailable", error=str(exc))
+        return False
 
 
 def _sse(event: str, data: Any) -> bytes:
