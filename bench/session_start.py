@@ -26,7 +26,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.conftest import TESTBED_DIR, Testbed, read_env, start_daemon, stop_daemon  # noqa: E402
+from tests.conftest import TESTBED_DIR, Testbed, read_env, start_daemon, stop_daemon
 
 
 async def one_run(http: aiohttp.ClientSession, d, redis: aioredis.Redis) -> dict[str, float]:

@@ -210,8 +210,10 @@ async def vnc_websocket(request: web.Request) -> web.StreamResponse:
     c.metrics.proxy_open.inc()
     audit(request, "session.websocket", "open", user=user, session=sid, node=session.node)
 
+    counters = {d: c.metrics.proxy_bytes.labels(direction=d) for d in ("up", "down")}
+
     def on_bytes(direction: str, n: int) -> None:
-        c.metrics.proxy_bytes.labels(direction=direction).inc(n)
+        counters[direction].inc(n)
 
     reason = "error"
     try:
