@@ -194,6 +194,7 @@ class Tracker:
                 await self._cancel(session)
             return session
         if status.state in (JobState.PENDING, JobState.SUSPENDED):
+            await self._reject_early_registration(session, status)
             reason = status.reason or (
                 "suspended" if status.state == JobState.SUSPENDED else "queued"
             )
@@ -233,6 +234,19 @@ class Tracker:
             )
         node = status.batch_host or status.nodes
         return await self._apply(session, SessionState.STARTING, f"starting on {node}", status)
+
+    async def _reject_early_registration(self, session: Session, status: JobStatus) -> None:
+        """A registration while Slurm says the job is not running is not trusted: drop it."""
+        key = self.registrations.keys.registration(session.id)
+        if await self.store.redis.exists(key):
+            log.warning(
+                "registration.rejected",
+                session=session.id,
+                user=session.user,
+                job_id=session.job_id,
+                error=f"job is {status.state.value}, not running",
+            )
+            await self.store.redis.delete(key)
 
     async def _lost(self, session: Session) -> Session | None:
         now = utcnow()

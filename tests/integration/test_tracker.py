@@ -223,9 +223,12 @@ async def test_registration_write_wakes_the_tracker(redis_admin) -> None:
     keys = Keys(f"vzt-notify-{secrets.token_hex(3)}:")
     assert await enable_registration_notifications(redis_admin)
     woken = asyncio.Event()
-    hub = EventHub(redis_admin, keys.events_channel,
-                   registration_pattern=f"__keyspace@0__:{keys.registration('*')}",
-                   on_registration=woken.set)
+    hub = EventHub(
+        redis_admin,
+        keys.events_channel,
+        registration_pattern=f"__keyspace@0__:{keys.registration('*')}",
+        on_registration=woken.set,
+    )
     hub.start()
     try:
         await asyncio.sleep(0.3)  # subscribed
@@ -237,5 +240,19 @@ async def test_registration_write_wakes_the_tracker(redis_admin) -> None:
         assert not woken.is_set()
     finally:
         await hub.stop()
-        await redis_admin.delete(keys.registration("0123456789abcdef"),
-                                 keys.session("0123456789abcdef"))
+        await redis_admin.delete(
+            keys.registration("0123456789abcdef"), keys.session("0123456789abcdef")
+        )
+
+
+async def test_registration_of_a_job_not_running_is_dropped(world) -> None:
+    _, keys, backend, store, tracker, redis = world
+    s = await add_session(store, "7001")
+    backend.jobs["7001"] = JobStatus("7001", JobState.PENDING, reason="Priority", user="alice")
+    await redis.set(
+        keys.registration(s.id), json.dumps({"session_id": s.id, "port": 5970, "password": "x"})
+    )
+    await tracker.tick()
+    got = await store.get(s.id)
+    assert got is not None and got.state == SessionState.PENDING
+    assert not await redis.exists(keys.registration(s.id))
