@@ -110,6 +110,9 @@ class Session:
     stop_requested_at: datetime | None = None
     last_cancel_at: datetime | None = None
     port: int | None = None  # registered VNC port (internal)
+    acl_hash: str | None = None  # SHA-256 of the registration password (to restore the ACL user)
+    reg_missing_since: datetime | None = None  # READY but registration not seen since
+    cancel_reason: str | None = None  # why vizdesk itself cancelled the job
 
     def to_public(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -143,6 +146,7 @@ class Session:
             "ended_at",
             "stop_requested_at",
             "last_cancel_at",
+            "reg_missing_since",
         ):
             if key in data:
                 data[key] = parse_iso(data[key])

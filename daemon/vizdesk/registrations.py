@@ -7,6 +7,7 @@ holds them, so nobody else can point the proxy at a port.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from dataclasses import dataclass
@@ -33,6 +34,11 @@ class RegistrationRejected(ValueError):
     """The registration exists but must not be used (port out of range, wrong session...)."""
 
 
+def password_hash(password: str) -> str:
+    """The form Redis ACL rules take (``#<sha256 hex>``) for a password."""
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
 class RegistrationManager:
     def __init__(self, redis: aioredis.Redis, keys: Keys, port_min: int, port_max: int) -> None:
         self.redis = redis
@@ -42,17 +48,23 @@ class RegistrationManager:
 
     async def create_credentials(self, sid: str) -> tuple[str, str]:
         """Create the session's ACL user; returns (username, password)."""
-        username = self.keys.acl_user(sid)
         password = secrets.token_urlsafe(32)
-        key = self.keys.registration(sid)
+        await self._setuser(sid, f">{password}")
+        return self.keys.acl_user(sid), password
+
+    async def restore_credentials(self, sid: str, password_hash: str) -> None:
+        """Re-create the ACL user from the stored hash (after a Redis restart: ACL users
+        live in memory only), so running desktops can keep heartbeating."""
+        await self._setuser(sid, f"#{password_hash}")
+
+    async def _setuser(self, sid: str, password_rule: str) -> None:
         await self.redis.execute_command(  # type: ignore[no-untyped-call]
-            "ACL", "SETUSER", username, "reset", "on", f">{password}",
-            f"~{key}", "resetchannels", "-@all",
+            "ACL", "SETUSER", self.keys.acl_user(sid), "reset", "on", password_rule,
+            f"~{self.keys.registration(sid)}", "resetchannels", "-@all",
             "+get", "+set", "+del", "+expire", "+ping", "+hello", "+select",
         )  # fmt: skip
         # (CLIENT SETINFO, which redis-py sends on connect, is unknown to Redis 7.0's ACL
         # rules; redis-py ignores its refusal, so it is not granted.)
-        return username, password
 
     async def delete_credentials(self, sid: str) -> None:
         await self.redis.execute_command(  # type: ignore[no-untyped-call]

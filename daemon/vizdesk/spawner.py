@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from .models import Session, SessionState, new_session_id, utcnow
+from .registrations import password_hash
 from .slurm.base import SlurmBackend, SlurmError, SlurmRejected, SlurmUnavailable, SubmitRequest
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ class Spawner:
             reason="submitting to Slurm",
         )
         acl_user, acl_password = await self.registrations.create_credentials(session.id)
+        session.acl_hash = password_hash(acl_password)
         try:
             await self.store.create(session)
         except BaseException:

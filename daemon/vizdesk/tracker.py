@@ -44,14 +44,18 @@ class TrackedSource(Protocol):
 CANCEL_RETRY = timedelta(seconds=10)
 
 
-def finished_outcome(status: JobStatus, stop_requested: bool) -> tuple[SessionState, str]:
+def finished_outcome(status: JobStatus, session: Session) -> tuple[SessionState, str]:
     """Final session state and reason for a job Slurm reports as finished."""
     st = status.state
-    if stop_requested:
+    if session.stop_requested_at is not None:
         return SessionState.ENDED, "stopped by user"
+    if session.cancel_reason and st == JobState.CANCELLED:
+        return SessionState.FAILED, session.cancel_reason
     if st == JobState.CANCELLED:
         return SessionState.ENDED, "job cancelled outside vizdesk (scancel or admin)"
     if st == JobState.COMPLETED:
+        if session.ready_at is None:
+            return SessionState.FAILED, "job ended before the desktop was ready"
         return SessionState.ENDED, "desktop session ended"
     if st == JobState.TIMEOUT:
         return SessionState.ENDED, "time limit reached"
@@ -92,6 +96,7 @@ class Tracker:
         self._gauge_labels: dict[str, tuple[str, str, str]] = {}
         self._gpu_labels: dict[str, list[tuple[str, str, str, str]]] = {}
         self.sources: list[TrackedSource] = []
+        self._redis_run_id: str | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="vizdesk-tracker")
@@ -123,6 +128,7 @@ class Tracker:
     async def tick(self) -> None:
         self.ticks += 1
         sessions = await self.store.get_many(await self.store.active_ids())
+        await self._restore_acl_after_redis_restart(sessions)
         job_ids = [s.job_id for s in sessions if s.job_id]
         source_ids = [await src.active_job_ids() for src in self.sources]
         for ids in source_ids:
@@ -164,6 +170,21 @@ class Tracker:
                 current.append(r)
         self._update_gauges(current)
 
+    async def _restore_acl_after_redis_restart(self, sessions: list[Session]) -> None:
+        """ACL users live in Redis's memory only: when Redis's run id changes (or on the
+        daemon's first tick), re-create them for every live session from the stored hash."""
+        run_id = str((await self.store.redis.info("server")).get("run_id", ""))
+        if run_id == self._redis_run_id:
+            return
+        restored = 0
+        for s in sessions:
+            if s.acl_hash and not s.state.is_final:
+                await self.registrations.restore_credentials(s.id, s.acl_hash)
+                restored += 1
+        if self._redis_run_id is not None:
+            log.warning("tracker.redis_restarted", acl_users_restored=restored)
+        self._redis_run_id = run_id
+
     async def _publish_status(self, slurm_ok: bool) -> None:
         event = {"type": "status", "slurm": "ok" if slurm_ok else "unreachable"}
         await self.store.redis.publish(self.store.keys.events_channel, json.dumps(event))
@@ -187,7 +208,7 @@ class Tracker:
             await self._cancel(session)
             return await self._finish(session, SessionState.FAILED, "job belongs to another user")
         if status.state.is_finished:
-            state, reason = finished_outcome(status, session.stop_requested_at is not None)
+            state, reason = finished_outcome(status, session)
             return await self._finish(session, state, reason, status)
         if session.state == SessionState.STOPPING:
             if session.last_cancel_at is None or now - session.last_cancel_at > CANCEL_RETRY:
@@ -223,9 +244,10 @@ class Tracker:
             return await self._apply(session, SessionState.READY, "desktop ready", status, reg)
         if session.state == SessionState.READY:
             # The wrapper removed its registration (it is shutting down: scancel, time
-            # limit, logout) or its heartbeat expired. Not connectable any more; Slurm's
-            # final job state will say why. If the job lingers, it is cancelled.
-            return await self._lost(session)
+            # limit, logout: Slurm's final job state will say why) or its heartbeat stopped
+            # (or Redis restarted: the wrapper re-registers within a heartbeat). After a
+            # grace of one registration TTL the job is cancelled.
+            return await self._missing_registration(session)
         started = status.start_time or session.started_at or utcnow()
         if utcnow() - started > timedelta(seconds=self.cfg.sessions.start_timeout_seconds):
             await self._cancel(session)
@@ -248,17 +270,34 @@ class Tracker:
             )
             await self.store.redis.delete(key)
 
-    async def _lost(self, session: Session) -> Session | None:
+    async def _missing_registration(self, session: Session) -> Session | None:
         now = utcnow()
+        since = session.reg_missing_since
+        grace = timedelta(seconds=self.cfg.sessions.registration_ttl_seconds)
+        if since is None:
 
-        def mutate(s: Session) -> bool:
+            def mark(s: Session) -> bool:
+                if s.state != SessionState.READY or s.reg_missing_since is not None:
+                    return False
+                s.reg_missing_since = now
+                return True
+
+            log.info("session.registration_missing", session=session.id, user=session.user)
+            return await self.store.update(session.id, mark)
+        if now - since <= grace:
+            return session
+        reason = "desktop stopped responding (heartbeat lost)"
+
+        def stopping(s: Session) -> bool:
             if s.state != SessionState.READY:
                 return False
-            s.last_cancel_at = now  # first cancel only after CANCEL_RETRY
-            return s.move(SessionState.STOPPING, "desktop exited or stopped responding")
+            s.cancel_reason = reason
+            return s.move(SessionState.STOPPING, reason)
 
-        log.info("session.registration_lost", session=session.id, user=session.user)
-        return await self.store.update(session.id, mutate)
+        log.warning("session.heartbeat_lost", session=session.id, user=session.user)
+        updated = await self.store.update(session.id, stopping)
+        await self._cancel(updated or session)
+        return updated
 
     async def _apply(
         self,
@@ -279,6 +318,8 @@ class Tracker:
                 s.started_at, changed = status.start_time, True
             if reg is not None and s.port != reg.port:
                 s.port, changed = reg.port, True
+            if reg is not None and s.reg_missing_since is not None:
+                s.reg_missing_since, changed = None, True
             return changed
 
         before = session.state

@@ -12,6 +12,7 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 
 import pytest
+import redis.asyncio as aioredis
 
 from vizdesk.config import Config
 from vizdesk.keys import Keys
@@ -173,7 +174,15 @@ async def test_finished_job_outcomes(world) -> None:
     assert not await store.active_ids()
 
 
-async def test_lost_heartbeat_leaves_ready(world) -> None:
+def backdate(field: str):
+    def mutate(sess: Session) -> bool:
+        setattr(sess, field, datetime(2000, 1, 1, tzinfo=UTC))
+        return True
+
+    return mutate
+
+
+async def test_lost_heartbeat_leaves_ready_after_grace(world) -> None:
     _, keys, backend, store, tracker, redis = world
     s = await add_session(store, "6001")
     backend.jobs["6001"] = running("6001")
@@ -184,34 +193,72 @@ async def test_lost_heartbeat_leaves_ready(world) -> None:
     assert (await store.get(s.id)).state == SessionState.READY  # type: ignore[union-attr]
     await redis.delete(keys.registration(s.id))
     await tracker.tick()
+    within_grace = await store.get(s.id)
+    assert within_grace is not None and within_grace.state == SessionState.READY
+    assert within_grace.reg_missing_since is not None and backend.cancelled == []
+    await store.update(s.id, backdate("reg_missing_since"))
+    await tracker.tick()
     after = await store.get(s.id)
     assert after is not None and after.state == SessionState.STOPPING
-    assert backend.cancelled == []  # give the job time to end by itself first
+    assert backend.cancelled == ["6001"]
     backend.jobs["6001"] = JobStatus("6001", JobState.CANCELLED, user="alice")
     await tracker.tick()
     final = await store.get(s.id)
-    assert final is not None and final.state == SessionState.ENDED
-    assert "cancelled outside vizdesk" in final.reason
+    assert final is not None and final.state == SessionState.FAILED
+    assert final.reason == "desktop stopped responding (heartbeat lost)"
 
 
-async def test_lingering_job_after_lost_registration_is_cancelled(world) -> None:
+async def test_registration_back_within_grace_keeps_ready(world) -> None:
     _, keys, backend, store, tracker, redis = world
     s = await add_session(store, "6101")
     backend.jobs["6101"] = running("6101")
-    await redis.set(
-        keys.registration(s.id), json.dumps({"session_id": s.id, "port": 5961, "password": "x"})
-    )
+    reg = json.dumps({"session_id": s.id, "port": 5961, "password": "x"})
+    await redis.set(keys.registration(s.id), reg)
     await tracker.tick()
     await redis.delete(keys.registration(s.id))
     await tracker.tick()
+    await redis.set(keys.registration(s.id), reg)  # the wrapper's next heartbeat
+    await tracker.tick()
+    got = await store.get(s.id)
+    assert got is not None and got.state == SessionState.READY
+    assert got.reg_missing_since is None and backend.cancelled == []
 
-    def age(sess: Session) -> bool:
-        sess.last_cancel_at = datetime(2000, 1, 1, tzinfo=UTC)
+
+async def test_job_completing_before_ready_is_a_failure(world) -> None:
+    _, _, backend, store, tracker, _ = world
+    s = await add_session(store, "6201")
+    backend.jobs["6201"] = JobStatus("6201", JobState.COMPLETED, user="alice", exit_code=0)
+    await tracker.tick()
+    got = await store.get(s.id)
+    assert got is not None and got.state == SessionState.FAILED
+    assert got.reason == "job ended before the desktop was ready"
+
+
+async def test_acl_users_restored_after_redis_restart(world) -> None:
+    _, keys, backend, store, tracker, redis = world
+    from vizdesk.registrations import password_hash
+
+    s = await add_session(store, "6301")
+    backend.jobs["6301"] = running("6301")
+    user, password = await tracker.registrations.create_credentials(s.id)
+
+    def keep_hash(sess: Session) -> bool:
+        sess.acl_hash = password_hash(password)
         return True
 
-    await store.update(s.id, age)
+    await store.update(s.id, keep_hash)
+    await tracker.tick()  # first tick: remembers Redis's run id
+    await redis.execute_command("ACL", "DELUSER", user)  # what a Redis restart does
+    tracker._redis_run_id = "a-previous-run"  # ...and the run id changes
     await tracker.tick()
-    assert backend.cancelled == ["6101"]
+    assert user in await redis.execute_command("ACL", "USERS")
+    kw = redis.connection_pool.connection_kwargs
+    client = aioredis.Redis(host=kw["host"], port=kw["port"], username=user, password=password)
+    try:
+        assert await client.set(keys.registration(s.id), "{}")
+    finally:
+        await client.aclose()
+    await tracker.registrations.delete_credentials(s.id)
 
 
 async def test_registration_write_wakes_the_tracker(redis_admin) -> None:
