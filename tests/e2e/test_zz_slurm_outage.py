@@ -72,3 +72,29 @@ async def test_slurmctld_outage_keeps_sessions(http, daemon, testbed) -> None:
     ) as r:
         assert r.status == 202
     await wait_for_state(http, daemon, sid, {"ENDED"}, timeout=15)
+
+
+async def test_redis_restart_keeps_desktops(http, daemon, testbed, redis_admin) -> None:
+    """Redis restarts with its data (RDB): ACL users are restored, the desktop stays READY."""
+    sid = (await create(http, daemon))["id"]
+    await wait_for_state(http, daemon, sid, {"READY"}, timeout=20)
+    password = testbed.redis_password
+    subprocess.run(
+        ["redis-cli", "-a", password, "--no-auth-warning", "SHUTDOWN", "SAVE"], capture_output=True
+    )
+    subprocess.run([str(REPO / "testbed" / "testbed.sh"), "up"], check=True, capture_output=True)
+    # Longer than the registration TTL: without restored ACL users the heartbeat would fail
+    # and the session would leave READY.
+    await asyncio.sleep(daemon.cfg.sessions.registration_ttl_seconds + 5)
+    state = await wait_for_state(http, daemon, sid, {"READY", "STOPPING", "ENDED", "FAILED"})
+    assert state["state"] == "READY", state
+    assert f"vizdesk-s-{sid}" in await redis_admin.execute_command("ACL", "USERS")
+    ws = await open_desktop(http, daemon, sid)
+    assert (await handshake(WsStream(ws))).width > 0
+    await ws.close()
+    assert '"tracker.redis_restarted"' in daemon.log_text()
+    async with http.delete(
+        f"{daemon.url}/api/v1/sessions/{sid}", headers=daemon.headers("alice")
+    ) as r:
+        assert r.status == 202
+    await wait_for_state(http, daemon, sid, {"ENDED"}, timeout=15)
