@@ -10,20 +10,30 @@ from .config import Config, ConfigError, load_config
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vizdesk", description=__doc__)
-    p.add_argument("--config", help="YAML config (default: $VIZDESK_CONFIG, else built-in)")
+    # --config is accepted before or after the subcommand (`vizdesk serve --config X`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        help="YAML config (default: $VIZDESK_CONFIG, else built-in)",
+    )
+    p = argparse.ArgumentParser(prog="vizdesk", description=__doc__, parents=[common])
     sub = p.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the head-node daemon")
+    serve = sub.add_parser("serve", help="run the head-node daemon", parents=[common])
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
-    node = sub.add_parser("node", help="compute-node commands (run by job scripts)")
+    node = sub.add_parser(
+        "node", help="compute-node commands (run by job scripts)", parents=[common]
+    )
     node_sub = node.add_subparsers(dest="node_command", required=True)
     node_sub.add_parser("vnc", help="start a VNC desktop for the session in $VIZDESK_SESSION_ID")
-    tok = sub.add_parser("token", help="mint a JWT with the configured HS256 key (dev/test)")
+    tok = sub.add_parser(
+        "token", help="mint a JWT with the configured HS256 key (dev/test)", parents=[common]
+    )
     tok.add_argument("--user", required=True)
     tok.add_argument("--groups", default="", help="comma-separated groups")
     tok.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
-    rev = sub.add_parser("revoke", help="revoke a token id (jti) at once")
+    rev = sub.add_parser("revoke", help="revoke a token id (jti) at once", parents=[common])
     rev.add_argument("--jti", required=True)
     rev.add_argument(
         "--exp",
@@ -31,14 +41,16 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="token expiry (UNIX time); default: the longest token lifetime allowed",
     )
-    sub.add_parser("check-config", help="load and validate the config, then print it")
+    sub.add_parser(
+        "check-config", help="load and validate the config, then print it", parents=[common]
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(getattr(args, "config", None))
     except ConfigError as exc:
         print(f"vizdesk: config error: {exc}", file=sys.stderr)
         return 2
