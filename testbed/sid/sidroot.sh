@@ -14,7 +14,7 @@
 #   sidroot.sh up               build, start the namespace + munge, slurmctld, slurmd, redis
 #   sidroot.sh run [-u USER] [-e K=V]... [--] CMD...   run CMD inside (as root or USER)
 #   sidroot.sh enter [-u USER]  interactive shell inside
-#   sidroot.sh images           build (or reuse) containers/*.def → .sif (needs `up`)
+#   sidroot.sh images [vnc|compute]  build (or reuse) containers/*.def → .sif (needs `up`)
 #   sidroot.sh venv             python venv with vizdesk from this repository (needs `up`)
 #   sidroot.sh status | env | down | path | timings
 #
@@ -51,7 +51,7 @@ BUILD_UID=1990
 # Packages of the root: only what the host side of the tests needs (the desktop itself is
 # in the image). debootstrap + uidmap: `apptainer build --fakeroot` of `Bootstrap: debootstrap`.
 PACKAGES=(
-    apptainer squashfs-tools squashfuse fuse3 uidmap fakeroot debootstrap ca-certificates
+    apptainer squashfs-tools squashfuse fuse2fs gocryptfs fuse3 uidmap fakeroot debootstrap ca-certificates
     slurmctld slurmd slurm-client munge
     redis-server redis-tools
     python3 python3-venv tigervnc-standalone-server
@@ -144,6 +144,7 @@ ns_exec() {
         mount --rbind /sys "$root/sys" # keeps the cgroup mounts that slurmd wants
         mount -t tmpfs -o mode=0755 tmpfs "$root/run"
         mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+        mkdir -m 1777 "$root/tmp/.X11-unix" "$root/tmp/.ICE-unix"
         mkdir -p "$root/dev/shm" && mount -t tmpfs -o mode=1777 tmpfs "$root/dev/shm"
         cp /etc/hosts "$root/etc/hosts"
         grep -q "vizsid" "$root/etc/hosts" || echo "127.0.0.1 vizsid" >>"$root/etc/hosts"
@@ -160,6 +161,11 @@ ns_exec() {
 
 cmd_build() {
     need_root
+    if ! command -v debootstrap >/dev/null && command -v apt-get >/dev/null; then
+        say "installing debootstrap"
+        apt-get -o DPkg::Lock::Timeout=900 install -y -q debootstrap >/dev/null ||
+            { apt-get update -q >/dev/null && apt-get -o DPkg::Lock::Timeout=900 install -y -q debootstrap >/dev/null; } || true
+    fi
     command -v debootstrap >/dev/null || die "debootstrap is missing (apt-get install debootstrap)"
     local root hash t0
     hash=$(recipe_hash)
@@ -253,17 +259,23 @@ sync_users() { # create the test users inside the root, with the host's uids whe
         if uid=$(id -u "$u" 2>/dev/null); then
             args+=(--uid "$uid")
         fi
+        # shellcheck disable=SC2016 # expanded by the inner shell
         ns_run root -- bash -c 'id -u "$1" >/dev/null 2>&1 || useradd "${@:2}" "$1"' _ "$u" "${args[@]}"
     done
+    # shellcheck disable=SC2016 # expanded by the inner shell
     ns_run root -- bash -c '
-        id -u '"$BUILD_USER"' >/dev/null 2>&1 || useradd --create-home --uid '"$BUILD_UID"' \
-            --shell /bin/bash --comment "builds vizdesk images" '"$BUILD_USER"'
-        for u in '"${TEST_USERS[*]} $BUILD_USER"'; do
-            grep -q "^$u:" /etc/subuid || echo "$u:$((200000 + 65536 * $(id -u "$u") % 1000000000)):65536" >>/etc/subuid
-            grep -q "^$u:" /etc/subgid || echo "$u:$((200000 + 65536 * $(id -u "$u") % 1000000000)):65536" >>/etc/subgid
+        set -e
+        build_user=$1 build_uid=$2
+        shift 2
+        id -u "$build_user" >/dev/null 2>&1 || useradd --create-home --uid "$build_uid" \
+            --shell /bin/bash --comment "builds vizdesk images" "$build_user"
+        for u in "$@" "$build_user"; do # subordinate ids for `apptainer build --fakeroot`
+            first=$((200000 + 65536 * $(id -u "$u") % 1000000000))
+            grep -q "^$u:" /etc/subuid || echo "$u:$first:65536" >>/etc/subuid
+            grep -q "^$u:" /etc/subgid || echo "$u:$first:65536" >>/etc/subgid
         done
-        chown '"$BUILD_USER"': /srv/vizdesk/build
-    '
+        chown "$build_user": /srv/vizdesk/build
+    ' _ "$BUILD_USER" "$BUILD_UID" "${TEST_USERS[@]}"
 }
 
 write_env() {
@@ -424,9 +436,9 @@ ppid_of() { awk '{print $4}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 cmd_holder() { # internal: becomes the namespace's holder (started detached by `up`)
     local fd
-    for fd in /proc/$$/fd/*; do # inherit nothing but stdin/out/err
+    for fd in "/proc/$$/fd"/*; do # inherit nothing but stdin/out/err
         fd=${fd##*/}
-        ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null || true
+        if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
     done
     ns_exec "$(readlink -f "$STATE/root")" \
         "$REPO:/repo:ro" \
@@ -462,6 +474,7 @@ ns_run() {
     done
     shift
     local pid home
+    [[ $user =~ ^[a-z_][a-z0-9_-]*$ ]] || die "bad user name '$user'"
     pid=$(holder_pid) || die "the namespace is not running (sidroot.sh up)"
     if [[ $user == root ]]; then
         home=/root
@@ -471,10 +484,10 @@ ns_run() {
     else
         home=/home/$user
         nsenter -t "$pid" -m -p -u -r -w -- env -i \
-            PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=$home USER=$user LOGNAME=$user \
+            PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME="$home" USER="$user" LOGNAME="$user" \
             LANG=C.UTF-8 TERM="${TERM:-dumb}" "${envs[@]}" \
             setpriv --reuid="$user" --regid="$user" --init-groups --reset-env -- \
-            env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=$home USER=$user LOGNAME=$user \
+            env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME="$home" USER="$user" LOGNAME="$user" \
             LANG=C.UTF-8 TERM="${TERM:-dumb}" "${envs[@]}" bash -c 'cd ~ 2>/dev/null || cd /; exec "$@"' _ "$@" \
             7>&- 8>&- 9>&-
     fi
@@ -562,10 +575,14 @@ cmd_images() {
 cmd_venv() {
     need_root
     holder_pid >/dev/null || die "the namespace is not running (sidroot.sh up)"
-    local t0
+    local t0 ca=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
     t0=$(now)
-    ns_run root -- bash -s <<'EOF'
+    # the host's CA bundle: PyPI may be reached through a TLS-inspecting proxy
+    [[ -r $ca ]] && cp "$ca" "$(root_dir)/etc/vizdesk-sid/host-ca.crt"
+    ns_run root -e PIP_CERT=/etc/vizdesk-sid/host-ca.crt -e PIP_DISABLE_PIP_VERSION_CHECK=1 \
+        -e PIP_DEFAULT_TIMEOUT=180 -- bash -s <<'EOF'
 set -euo pipefail
+[[ -s $PIP_CERT ]] || unset PIP_CERT
 venv=/opt/vizdesk-venv
 stamp=$(sha256sum /repo/pyproject.toml | cut -c1-16)
 if [[ ! -x $venv/bin/python || $(cat $venv/.deps 2>/dev/null) != "$stamp" ]]; then
@@ -602,6 +619,7 @@ cmd_status() {
     echo "root:   $(root_dir) $([[ -e $(root_dir)/.vizdesk-complete ]] && echo built || echo 'not built')"
     if pid=$(holder_pid); then
         echo "ns:     running (init pid $pid)"
+        # shellcheck disable=SC2016
         ns_run root -- bash -c 'for p in munged redis-server slurmctld slurmd; do
             printf "%-13s %s\n" "$p:" "$(pgrep -x $p >/dev/null && echo running || echo stopped)"; done
             sinfo 2>/dev/null | sed "s/^/        /" || true'
@@ -628,7 +646,7 @@ main() {
     path) root_dir ;;
     hash) recipe_hash ;;
     timings) cat "$TIMINGS" 2>/dev/null || true ;;
-    help | -h | --help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    help | -h | --help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "${BASH_SOURCE[0]}" ;;
     *) die "unknown command '$cmd' (see: $0 help)" ;;
     esac
 }
