@@ -25,6 +25,7 @@ import aiohttp
 import psutil
 import pytest
 import pytest_asyncio
+
 from tests.conftest import REPO, Daemon, start_daemon, stop_daemon, wait_for_state
 from tests.e2e.test_session_lifecycle import create as create_session
 from tests.e2e.test_session_lifecycle import job_state, squeue_job

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import psutil
 import pytest
+
 from tests.conftest import Daemon, wait_for_state
 from tests.helpers.rfb_client import (
     RfbAuthFailed,

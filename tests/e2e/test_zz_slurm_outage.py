@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import REPO, wait_for_state
 from tests.e2e.test_session_lifecycle import create, open_desktop
 from tests.helpers.rfb_client import WsStream, handshake

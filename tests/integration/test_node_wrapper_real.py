@@ -30,8 +30,8 @@ import psutil
 import pytest
 import redis
 import yaml
-from tests.helpers.rfb_client import RfbAuthFailed, TcpStream, full_framebuffer, handshake
 
+from tests.helpers.rfb_client import RfbAuthFailed, TcpStream, full_framebuffer, handshake
 from vizdesk.keys import Keys
 from vizdesk.node.jobenv import ENV_SESSION_TAG
 from vizdesk.node.probe import is_rfb3, rfb_banner

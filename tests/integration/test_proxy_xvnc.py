@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+
 from tests.helpers.rfb_client import (
     RfbAuthFailed,
     TcpStream,
@@ -28,7 +29,6 @@ from tests.helpers.rfb_client import (
     full_framebuffer,
     handshake,
 )
-
 from vizdesk import rfb
 from vizdesk.config import LimitsConfig
 from vizdesk.proxy import bridge_vnc
