@@ -243,6 +243,8 @@ class Config:
             raise ConfigError("log.format: one of auto, json, console")
         if not any("{user}" in part for part in self.slurm.submit_prefix):
             raise ConfigError("slurm.submit_prefix must contain '{user}' (jobs run as the user)")
+        if self.images.cache_ttl_seconds <= 0 or self.images.inspect_timeout_seconds <= 0:
+            raise ConfigError("images.cache_ttl_seconds/inspect_timeout_seconds: must be > 0")
         if self.tickets.ttl_seconds <= 0 or self.tickets.ttl_seconds > 30:
             raise ConfigError("tickets.ttl_seconds: between 1 and 30")
 

@@ -29,6 +29,7 @@ def test_defaults_are_valid() -> None:
         ("slurm: {submit_prefix: [sudo, -n]}", "{user}"),
         ("policy: {groups: {'*': {max_gpus: x}}}", "policy.groups.*.max_gpus"),
         ("[1, 2", "not valid YAML"),
+        ("images: {cache_ttl_seconds: 0}", "images.cache_ttl_seconds"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, needle: str) -> None:
