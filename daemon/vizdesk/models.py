@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import ClassVar
+
+from .records import JsonRecord
 
 
 class SessionState(enum.StrEnum):
@@ -50,16 +51,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def iso(ts: datetime | None) -> str | None:
-    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z") if ts else None
-
-
-def parse_iso(value: Any) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
 def new_session_id() -> str:
     return secrets.token_hex(8)
 
@@ -86,8 +77,10 @@ PUBLIC_FIELDS = (
 
 
 @dataclass
-class Session:
+class Session(JsonRecord):
     """One desktop session. Never holds the VNC password or the registration secret."""
+
+    PUBLIC_FIELDS: ClassVar[tuple[str, ...]] = PUBLIC_FIELDS
 
     id: str
     user: str
@@ -113,45 +106,6 @@ class Session:
     acl_hash: str | None = None  # SHA-256 of the registration password (to restore the ACL user)
     reg_missing_since: datetime | None = None  # READY but registration not seen since
     cancel_reason: str | None = None  # why vizdesk itself cancelled the job
-
-    def to_public(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name in PUBLIC_FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, datetime):
-                value = iso(value)
-            elif isinstance(value, enum.Enum):
-                value = value.value
-            out[name] = value
-        return out
-
-    def to_json(self) -> str:
-        data = dataclasses.asdict(self)
-        for key, value in data.items():
-            if isinstance(value, datetime):
-                data[key] = iso(value)
-            elif isinstance(value, enum.Enum):
-                data[key] = value.value
-        return json.dumps(data, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, raw: str | bytes) -> Session:
-        data = json.loads(raw)
-        names = {f.name for f in dataclasses.fields(cls)}
-        data = {k: v for k, v in data.items() if k in names}
-        for key in (
-            "created_at",
-            "started_at",
-            "ready_at",
-            "ended_at",
-            "stop_requested_at",
-            "last_cancel_at",
-            "reg_missing_since",
-        ):
-            if key in data:
-                data[key] = parse_iso(data[key])
-        data["state"] = SessionState(data.get("state", "PENDING"))
-        return cls(**data)
 
     def move(self, dst: SessionState, reason: str | None = None) -> bool:
         """Apply a transition if the state machine allows it; returns whether it changed."""

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
 
 from .keys import Keys
 from .models import Session
+from .records import atomic_update
 
 
 class SessionStore:
@@ -72,27 +71,9 @@ class SessionStore:
 
         Returns the session as stored after the call (None if it does not exist).
         """
-        key = self.keys.session(sid)
-        for _ in range(20):
-            pipe: Any
-            async with self.redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    if not raw:
-                        await pipe.unwatch()
-                        return None
-                    session = Session.from_json(raw)
-                    if not mutate(session):
-                        await pipe.unwatch()
-                        return session
-                    pipe.multi()
-                    self._queue_save(pipe, session)
-                    await pipe.execute()
-                    return session
-                except WatchError:
-                    continue
-        raise RuntimeError(f"session {sid}: too much contention")
+        return await atomic_update(
+            self.redis, self.keys.session(sid), Session.from_json, mutate, self._queue_save
+        )
 
     def _queue_save(self, pipe: aioredis.client.Pipeline, session: Session) -> None:
         k = self.keys

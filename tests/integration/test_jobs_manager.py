@@ -111,11 +111,21 @@ async def get(jobs: JobManager, jid: str) -> BatchJob:
 async def test_one_query_per_tick_for_sessions_and_jobs(world) -> None:
     _, _, backend, sessions, tracker, jobs, _ = world
     for i in range(5):
-        s = Session(id=secrets.token_hex(8), user="alice", partition="viz", cpus=1, memory_gb=1,
-                    gpus=0, time_limit_minutes=10, geometry="800x600", job_id=str(100 + i))
+        s = Session(
+            id=secrets.token_hex(8),
+            user="alice",
+            partition="viz",
+            cpus=1,
+            memory_gb=1,
+            gpus=0,
+            time_limit_minutes=10,
+            geometry="800x600",
+            job_id=str(100 + i),
+        )
         await sessions.create(s)
-        backend.jobs[str(100 + i)] = JobStatus(str(100 + i), JobState.PENDING, user="alice",
-                                               reason="Resources")
+        backend.jobs[str(100 + i)] = JobStatus(
+            str(100 + i), JobState.PENDING, user="alice", reason="Resources"
+        )
     created = [await jobs.create(ALICE, spec()) for _ in range(4)]
     await tracker.tick()
     assert len(backend.queries) == 1  # ONE query, both kinds of jobs in it
@@ -202,12 +212,26 @@ async def test_job_of_another_user_is_refused(world) -> None:
 
 async def test_stuck_submission_fails_and_lists(world) -> None:
     _, _, _, _, tracker, jobs, _ = world
-    stuck = BatchJob(id=secrets.token_hex(8), user="alice", partition="batch", cpus=1,
-                     memory_gb=1, gpus=0, time_limit_minutes=5,
-                     created_at=datetime.now(UTC) - timedelta(minutes=10))
+    stuck = BatchJob(
+        id=secrets.token_hex(8),
+        user="alice",
+        partition="batch",
+        cpus=1,
+        memory_gb=1,
+        gpus=0,
+        time_limit_minutes=5,
+        created_at=datetime.now(UTC) - timedelta(minutes=10),
+    )
     await jobs.store.create(stuck)
-    other = BatchJob(id=secrets.token_hex(8), user="bob", partition="batch", cpus=1,
-                     memory_gb=1, gpus=0, time_limit_minutes=5)
+    other = BatchJob(
+        id=secrets.token_hex(8),
+        user="bob",
+        partition="batch",
+        cpus=1,
+        memory_gb=1,
+        gpus=0,
+        time_limit_minutes=5,
+    )
     await jobs.store.create(other)
     assert await jobs.count_active("alice") == 1
     await tracker.tick()

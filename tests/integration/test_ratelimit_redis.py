@@ -3,15 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import random
-import secrets
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,87 +11,6 @@ import redis.asyncio as aioredis
 from vizdesk.auth.types import AuthError
 from vizdesk.keys import Keys
 from vizdesk.ratelimit import RateLimiter
-
-# --- Redis for these tests: the test bed's if it is up, else a private redis-server. ---
-TESTBED_ENV = Path(os.environ.get("VIZDESK_TESTBED_DIR", "/var/lib/vizdesk-testbed")) / "env"
-
-
-def _testbed_redis() -> tuple[str, str | None] | None:
-    if not TESTBED_ENV.is_file():
-        return None
-    env = dict(line.split("=", 1) for line in TESTBED_ENV.read_text().splitlines() if "=" in line)
-    url = env.get("REDIS_URL", "").strip().strip("'\"")
-    pw_file = env.get("REDIS_PASSWORD_FILE", "").strip().strip("'\"")
-    if not url:
-        return None
-    return url, (Path(pw_file).read_text().strip() if pw_file else None)
-
-
-def _private_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed and the test bed is not up")
-    password = secrets.token_urlsafe(16)
-    for port in random.sample(range(16400, 16500), 100):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp),
-                "--requirepass",
-                password,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    return proc, f"redis://127.0.0.1:{port}/0", password
-            except OSError:
-                time.sleep(0.05)
-        proc.kill()
-        proc.wait()
-    pytest.skip("could not start a private redis-server on 16400-16499")
-
-
-@pytest.fixture(scope="module")
-async def redis(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[aioredis.Redis]:
-    proc = None
-    found = _testbed_redis()
-    if found is None:
-        proc, url, password = _private_redis(tmp_path_factory.mktemp("redis"))
-    else:
-        url, password = found
-    client = aioredis.Redis.from_url(url, password=password)
-    await client.ping()
-    yield client
-    await client.aclose()
-    if proc is not None:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-@pytest.fixture
-async def keys(redis: aioredis.Redis) -> AsyncIterator[Keys]:
-    k = Keys(f"vzt-{secrets.token_hex(4)}:")
-    yield k
-    async for name in redis.scan_iter(match=f"{k.prefix}*"):
-        await redis.delete(name)
-
 
 # --- tests ---------------------------------------------------------------------------------
 

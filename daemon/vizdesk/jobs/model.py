@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import enum
-import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from ..models import iso, parse_iso, utcnow
+from ..models import utcnow
+from ..records import JsonRecord
 from ..slurm.base import JobState, JobStatus
 
 
@@ -81,12 +80,12 @@ PUBLIC_FIELDS = (
     "ended_at",
 )
 
-_TIME_FIELDS = ("created_at", "started_at", "ended_at", "stop_requested_at", "last_cancel_at")
-
 
 @dataclass
-class BatchJob:
+class BatchJob(JsonRecord):
     """One batch job. ``job_id`` is Slurm's id; ``id`` is vizdesk's (16 hex digits)."""
+
+    PUBLIC_FIELDS: ClassVar[tuple[str, ...]] = PUBLIC_FIELDS
 
     id: str
     user: str
@@ -114,37 +113,6 @@ class BatchJob:
     ended_at: datetime | None = None
     stop_requested_at: datetime | None = None
     last_cancel_at: datetime | None = None
-
-    def to_public(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name in PUBLIC_FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, datetime):
-                value = iso(value)
-            elif isinstance(value, enum.Enum):
-                value = value.value
-            out[name] = value
-        return out
-
-    def to_json(self) -> str:
-        data = dataclasses.asdict(self)
-        for key, value in data.items():
-            if isinstance(value, datetime):
-                data[key] = iso(value)
-            elif isinstance(value, enum.Enum):
-                data[key] = value.value
-        return json.dumps(data, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, raw: str | bytes) -> BatchJob:
-        data = json.loads(raw)
-        names = {f.name for f in dataclasses.fields(cls)}
-        data = {k: v for k, v in data.items() if k in names}
-        for key in _TIME_FIELDS:
-            if key in data:
-                data[key] = parse_iso(data[key])
-        data["state"] = BatchJobState(data.get("state", "QUEUED"))
-        return cls(**data)
 
     def move(self, dst: BatchJobState, reason: str | None = None) -> bool:
         """Apply a transition if allowed; returns whether anything changed."""

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
 
 from ..keys import Keys
+from ..records import atomic_update
 from .model import BatchJob
 
 
@@ -77,27 +77,9 @@ class JobStore:
 
         Returns the job as stored after the call (None if it does not exist).
         """
-        key = self.keys.job(jid)
-        for _ in range(20):
-            async with self.redis.pipeline(transaction=True) as p:
-                pipe: Any = p  # redis-py's Pipeline methods are partly untyped
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    if not raw:
-                        await pipe.unwatch()
-                        return None
-                    job = BatchJob.from_json(raw)
-                    if not mutate(job):
-                        await pipe.unwatch()
-                        return job
-                    pipe.multi()
-                    self._queue_save(pipe, job)
-                    await pipe.execute()
-                    return job
-                except WatchError:
-                    continue
-        raise RuntimeError(f"job {jid}: too much contention")
+        return await atomic_update(
+            self.redis, self.keys.job(jid), BatchJob.from_json, mutate, self._queue_save
+        )
 
     async def forget_active(self, jid: str) -> None:
         """Drop an id from the active set (its record is gone)."""
