@@ -1,7 +1,7 @@
 """slurmctld briefly unreachable: nothing ends, readiness says degraded, desktops work.
 
-Runs last in the e2e tier (it stops the real slurmctld and starts it again with the
-test bed's own script).
+Runs last of the whole suite (its folder sorts last): it stops the real slurmctld and
+Redis and starts them again with the test bed's own script.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from tests.conftest import REPO, wait_for_state
 from tests.e2e.test_session_lifecycle import create, open_desktop
@@ -75,7 +76,7 @@ async def test_slurmctld_outage_keeps_sessions(http, daemon, testbed) -> None:
     await wait_for_state(http, daemon, sid, {"ENDED"}, timeout=15)
 
 
-async def test_redis_restart_keeps_desktops(http, daemon, testbed, redis_admin) -> None:
+async def test_redis_restart_keeps_desktops(http, daemon, testbed) -> None:
     """Redis restarts with its data (RDB): ACL users are restored, the desktop stays READY."""
     sid = (await create(http, daemon))["id"]
     await wait_for_state(http, daemon, sid, {"READY"}, timeout=20)
@@ -89,7 +90,13 @@ async def test_redis_restart_keeps_desktops(http, daemon, testbed, redis_admin) 
     await asyncio.sleep(daemon.cfg.sessions.registration_ttl_seconds + 5)
     state = await wait_for_state(http, daemon, sid, {"READY", "STOPPING", "ENDED", "FAILED"})
     assert state["state"] == "READY", state
-    assert f"vizdesk-s-{sid}" in await redis_admin.execute_command("ACL", "USERS")
+    fresh = aioredis.Redis.from_url(
+        testbed.env["REDIS_URL"], password=password, decode_responses=True
+    )  # the old connections died
+    try:
+        assert f"vizdesk-s-{sid}" in await fresh.execute_command("ACL", "USERS")
+    finally:
+        await fresh.aclose()
     ws = await open_desktop(http, daemon, sid)
     assert (await handshake(WsStream(ws))).width > 0
     await ws.close()
