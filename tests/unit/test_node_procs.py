@@ -38,7 +38,9 @@ def test_tagged_processes_found_even_when_double_forked() -> None:
     found = procs.tagged_processes(sid)
     assert found[0].name() == "sleep"
     assert procs.tagged_processes(secrets.token_hex(8)) == []
-    assert procs.terminate_session(sid, grace=1.0) == []
+    # with_descendants=False: pytest's own children (e.g. the session's test daemon) are
+    # not this test's to end.
+    assert procs.terminate_session(sid, grace=1.0, with_descendants=False) == []
     assert procs.tagged_processes(sid) == []
 
 
@@ -47,7 +49,9 @@ def test_sigterm_ignoring_process_is_killed_after_grace() -> None:
     p = spawn_tagged(sid, "trap '' TERM; while :; do sleep 0.1; done")
     assert wait_until(lambda: bool(procs.tagged_processes(sid)))
     t0 = time.monotonic()
-    left = procs.terminate_session(sid, grace=0.5, pgids=[p.pid], managed=[p.pid])
+    left = procs.terminate_session(
+        sid, grace=0.5, pgids=[p.pid], managed=[p.pid], with_descendants=False
+    )
     p.wait(timeout=5)
     assert left == []
     assert p.returncode == -9  # SIGKILL, after the grace period
