@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -293,7 +294,16 @@ async def test_cli_revoke(http, daemon) -> None:
     token = daemon.token("bob")
     jti = jwt.decode(token, options={"verify_signature": False})["jti"]
     subprocess.run(
-        ["python", "-m", "vizdesk", "--config", str(daemon.config_path), "revoke", "--jti", jti],
+        [
+            sys.executable,
+            "-m",
+            "vizdesk",
+            "--config",
+            str(daemon.config_path),
+            "revoke",
+            "--jti",
+            jti,
+        ],
         check=True,
         capture_output=True,
     )
