@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import structlog
@@ -9,9 +10,42 @@ from aiohttp import web
 
 _log = structlog.get_logger("vizdesk.audit")
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+TRUSTED_PROXIES: web.AppKey[tuple[IPNetwork, ...]] = web.AppKey("vizdesk_trusted_proxies")
+
 
 def client_address(request: web.Request) -> str:
-    return request.remote or "?"
+    """The client's address: the peer, or behind trusted reverse proxies the right-most
+    X-Forwarded-For entry that is not itself a trusted proxy."""
+    remote = request.remote or "?"
+    trusted = request.app.get(TRUSTED_PROXIES, ())
+    if not trusted or not _in(remote, trusted):
+        return remote
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _in(hop, trusted):
+            return hop if _is_ip(hop) else "?"
+    return remote
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _in(address: str, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def trusted_networks(entries: list[str]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(e, strict=False) for e in entries)
 
 
 def audit(

@@ -8,6 +8,7 @@ can be world-readable and shared with compute nodes.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import types
 import typing
@@ -33,6 +34,9 @@ class ServerConfig:
     max_body_bytes: int = 65536
     max_header_bytes: int = 8190
     allowed_origins: list[str] = field(default_factory=list)
+    trusted_proxies: list[str] = field(
+        default_factory=list
+    )  # IPs/CIDRs whose X-Forwarded-For counts
     cors_origins: list[str] = field(default_factory=list)
 
 
@@ -243,6 +247,11 @@ class Config:
             raise ConfigError("log.format: one of auto, json, console")
         if not any("{user}" in part for part in self.slurm.submit_prefix):
             raise ConfigError("slurm.submit_prefix must contain '{user}' (jobs run as the user)")
+        for net in self.server.trusted_proxies:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"server.trusted_proxies: {net!r} is not an IP or CIDR") from exc
         if self.images.cache_ttl_seconds <= 0 or self.images.inspect_timeout_seconds <= 0:
             raise ConfigError("images.cache_ttl_seconds/inspect_timeout_seconds: must be > 0")
         if self.tickets.ttl_seconds <= 0 or self.tickets.ttl_seconds > 30:

@@ -126,3 +126,37 @@ async def test_denials_are_audited(http, daemon) -> None:
         if line.startswith("{") and '"audit"' in line and '"denied"' in line
     ]
     assert any(e["user"] == "bob" and e["action"] == "session.create" for e in denied)
+
+
+async def test_forwarded_for_is_ignored_unless_from_a_trusted_proxy(http, daemon) -> None:
+    async with http.get(
+        f"{daemon.url}/api/v1/me",
+        headers={**daemon.headers("alice"), "X-Forwarded-For": "203.0.113.9"},
+    ):
+        pass
+    lines = [
+        json.loads(line)
+        for line in daemon.log_text().splitlines()
+        if line.startswith("{") and '"http.request"' in line and '"/api/v1/me"' in line
+    ]
+    assert lines and lines[-1]["remote"] == "127.0.0.1"  # a client cannot forge its address
+
+
+@pytest.fixture(scope="module")
+def proxied_daemon(testbed):
+    d = start_daemon(testbed, "proxied", {"server": {"trusted_proxies": ["127.0.0.0/8"]}})
+    yield d
+    stop_daemon(d)
+
+
+async def test_forwarded_for_from_trusted_proxy_names_the_client(http, proxied_daemon) -> None:
+    d = proxied_daemon
+    hdr = {**d.headers("bob"), "X-Forwarded-For": "198.51.100.7, 203.0.113.9, 127.0.0.1"}
+    async with http.post(f"{d.url}/api/v1/sessions", json={"gpus": 7}, headers=hdr) as r:
+        assert r.status == 403
+    denied = [
+        json.loads(line)
+        for line in d.log_text().splitlines()
+        if line.startswith("{") and '"audit"' in line and '"denied"' in line
+    ]
+    assert denied[-1]["source"] == "203.0.113.9"  # right-most hop not a trusted proxy

@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
+from ..audit import TRUSTED_PROXIES, trusted_networks
 from ..auth.jwt_auth import JwtAuthenticator
 from ..auth.policy import Policy
 from ..config import Config
@@ -108,6 +109,7 @@ def create_app(
     )
     context = build_context(cfg, redis or redis_client(cfg), backend)
     app[CTX] = context
+    app[TRUSTED_PROXIES] = trusted_networks(cfg.server.trusted_proxies)
     db = context.redis.connection_pool.connection_kwargs.get("db", 0)
     app[events.HUB] = events.EventHub(
         context.redis,

@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from ..audit import client_address
 from ..auth.types import AuthError
 from .context import ctx
 from .errors import HTTP_CODES, ApiError, error_response
@@ -92,7 +93,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             status=status,
             ms=round(elapsed * 1000, 2),
             user=identity.user if identity is not None else None,
-            remote=request.remote,
+            remote=client_address(request),
         )
 
 
