@@ -44,11 +44,17 @@ class TrackedSource(Protocol):
 CANCEL_RETRY = timedelta(seconds=10)
 
 
+def stopped_reason(session: Session) -> str:
+    """ "stopped by user" or "stopped by admin NAME", from the STOPPING reason."""
+    by = session.reason.removeprefix("stop requested by ")
+    return f"stopped by {by}" if by != session.reason else "stopped by user"
+
+
 def finished_outcome(status: JobStatus, session: Session) -> tuple[SessionState, str]:
     """Final session state and reason for a job Slurm reports as finished."""
     st = status.state
     if session.stop_requested_at is not None:
-        return SessionState.ENDED, "stopped by user"
+        return SessionState.ENDED, stopped_reason(session)
     if session.cancel_reason and st == JobState.CANCELLED:
         return SessionState.FAILED, session.cancel_reason
     if st == JobState.CANCELLED:
@@ -200,7 +206,9 @@ class Tracker:
             return session
         if status is None:
             reason = (
-                "stopped by user" if session.stop_requested_at else "job no longer known to Slurm"
+                stopped_reason(session)
+                if session.stop_requested_at
+                else "job no longer known to Slurm"
             )
             return await self._finish(session, SessionState.ENDED, reason)
         if status.user and status.user != session.user:

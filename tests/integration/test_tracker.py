@@ -303,3 +303,22 @@ async def test_registration_of_a_job_not_running_is_dropped(world) -> None:
     got = await store.get(s.id)
     assert got is not None and got.state == SessionState.PENDING
     assert not await redis.exists(keys.registration(s.id))
+
+
+async def test_stop_reason_names_who_stopped(world) -> None:
+    cfg, _, backend, store, tracker, _ = world
+    from vizdesk.spawner import Spawner
+
+    spawner = Spawner(cfg, backend, store, tracker.registrations, tracker.metrics)
+    mine = await add_session(store, "8001")
+    theirs = await add_session(store, "8002")
+    await spawner.stop(mine, by="user")
+    await spawner.stop(theirs, by="admin carol")
+    assert backend.cancelled == ["8001", "8002"]
+    for jid in ("8001", "8002"):
+        backend.jobs[jid] = JobStatus(jid, JobState.CANCELLED, user="alice")
+    await tracker.tick()
+    a, b = await store.get(mine.id), await store.get(theirs.id)
+    assert a is not None and a.state == SessionState.ENDED and a.reason == "stopped by user"
+    assert b is not None and b.state == SessionState.ENDED
+    assert b.reason == "stopped by admin carol"
