@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        cfg = load_config(getattr(args, "config", None))
+        # The node wrapper tolerates keys it does not know (rolling upgrades: head first).
+        cfg = load_config(getattr(args, "config", None), strict=args.command != "node")
     except ConfigError as exc:
         print(f"vizdesk: config error: {exc}", file=sys.stderr)
         return 2

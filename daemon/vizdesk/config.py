@@ -53,6 +53,8 @@ class RedisConfig:
     password_file: str = ""
     key_prefix: str = "vizdesk:"
     node_url: str = ""  # how compute nodes reach Redis; defaults to url
+    # let the daemon enable keyspace events (K$) so a registration wakes the tracker at once
+    keyspace_notifications: bool = True
 
     def password(self) -> str | None:
         env = os.environ.get("VIZDESK_REDIS_PASSWORD_DAEMON")
@@ -269,7 +271,7 @@ def _read_secret(path: str, key: str) -> str:
         raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from exc
 
 
-def _build(cls: type[Any], data: Any, where: str) -> Any:
+def _build(cls: type[Any], data: Any, where: str, strict: bool = True) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -277,20 +279,22 @@ def _build(cls: type[Any], data: Any, where: str) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls) if f.name != "path"}
     unknown = set(data) - known
-    if unknown:
+    if unknown and strict:
         raise ConfigError(f"{where or 'config'}: unknown key(s) {sorted(unknown)}")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
+        if name in unknown:
+            continue  # lenient: a newer head node's key this (older) node does not know
         key = f"{where}.{name}" if where else name
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(typing.cast(type[Any], hint), value, key)
+            kwargs[name] = _build(typing.cast(type[Any], hint), value, key, strict)
         else:
-            kwargs[name] = _coerce(hint, value, key)
+            kwargs[name] = _coerce(hint, value, key, strict)
     return cls(**kwargs)
 
 
-def _coerce(hint: Any, value: Any, key: str) -> Any:
+def _coerce(hint: Any, value: Any, key: str, strict: bool = True) -> Any:
     origin = typing.get_origin(hint)
     if origin is list:
         (item,) = typing.get_args(hint)
@@ -303,7 +307,7 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         _, vt = typing.get_args(hint)
         if dataclasses.is_dataclass(vt):
             return {
-                str(k): _build(typing.cast(type[Any], vt), v, f"{key}.{k}")
+                str(k): _build(typing.cast(type[Any], vt), v, f"{key}.{k}", strict)
                 for k, v in value.items()
             }
         return {str(k): _coerce(vt, v, f"{key}.{k}") for k, v in value.items()}
@@ -328,8 +332,12 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     return value
 
 
-def load_config(path: str | None = None) -> Config:
-    """Load and validate the config from ``path``, ``$VIZDESK_CONFIG`` or defaults."""
+def load_config(path: str | None = None, *, strict: bool = True) -> Config:
+    """Load and validate the config from ``path``, ``$VIZDESK_CONFIG`` or defaults.
+
+    ``strict=False`` (the compute-node wrapper) ignores unknown keys, so a head node
+    upgraded first, with a config using new keys, does not break older nodes' jobs.
+    """
     path = path or os.environ.get(ENV_CONFIG)
     data: Any = {}
     if path:
@@ -340,7 +348,7 @@ def load_config(path: str | None = None) -> Config:
             raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
-    cfg: Config = _build(Config, data, "")
+    cfg: Config = _build(Config, data, "", strict)
     cfg.path = str(Path(path).resolve()) if path else ""
     cfg.validate()
     return cfg

@@ -317,6 +317,7 @@ async def slow_daemon(testbed) -> AsyncIterator[Daemon]:
     (tdir / "broken.yaml").write_text(INVALID_TEMPLATE)
     (tdir / "big.yaml").write_text(BIG_TEMPLATE)
     d = start_daemon(testbed, "jobs-slow", {"slurm": {"poll_interval_seconds": 3600},
+                                            "redis": {"keyspace_notifications": False},
                                             "jobs": {"templates_dir": str(tdir)}})
     yield d
     stop_daemon(d)

@@ -41,3 +41,11 @@ def test_errors_name_the_key(tmp_path: Path, text: str, needle: str) -> None:
 def test_policy_groups_parse(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, "policy: {groups: {cae: {max_gpus: 2}}}"))
     assert cfg.policy.groups["cae"].max_gpus == 2
+
+
+def test_lenient_loading_for_nodes_ignores_unknown_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, "redis: {some_future_key: 1}\nnode: {port_min: 6000, port_max: 6100}")
+    with pytest.raises(ConfigError):
+        load_config(path)
+    cfg = load_config(path, strict=False)
+    assert cfg.node.port_min == 6000

@@ -120,7 +120,9 @@ def create_app(
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await context.redis.ping()  # fail fast on a wrong password / unreachable Redis
-        if not await events.enable_registration_notifications(context.redis):
+        if not cfg.redis.keyspace_notifications or not (
+            await events.enable_registration_notifications(context.redis)
+        ):
             app[events.HUB].registration_pattern = None
         app[events.HUB].start()
         if run_tracker:
