@@ -117,9 +117,9 @@ def stop_daemon(proc: subprocess.Popen[bytes]) -> None:
 
 async def seed_sessions(r: aioredis.Redis, prefix: str) -> list[str]:
     """50 READY sessions of ``alice`` stored directly (no Slurm job), out of the active set."""
-    from vizdesk.keys import Keys
-    from vizdesk.models import Session, SessionState, new_session_id, utcnow
-    from vizdesk.store import SessionStore
+    from vizdesk.contract.keys import Keys
+    from vizdesk.sessions.model import Session, SessionState, new_session_id, utcnow
+    from vizdesk.sessions.store import SessionStore
 
     keys = Keys(prefix)
     store = SessionStore(r, keys, 3600)
@@ -194,7 +194,7 @@ async def load(
 async def run(
     args: argparse.Namespace, env: dict[str, str], url: str, pid: int, cfg: Any
 ) -> dict[str, Any]:
-    from vizdesk.tokens import mint_token
+    from vizdesk.auth.tokens import mint_token
 
     password = Path(env["REDIS_PASSWORD_FILE"]).read_text().strip()
     r = aioredis.Redis.from_url(env["REDIS_URL"], password=password, decode_responses=True)

@@ -71,7 +71,7 @@ def serve_vizdesk(port: int, vnc_port: int) -> None:
     from prometheus_client import CollectorRegistry, Counter
 
     from vizdesk.config import LimitsConfig
-    from vizdesk.proxy import bridge_vnc
+    from vizdesk.proxy.bridge import bridge_vnc
 
     password = os.environ.pop("BENCH_VNC_PASSWORD")
     limits = LimitsConfig()
@@ -518,7 +518,7 @@ async def bench_concurrent(
 
 def start_rig(rig: Rig, websockify: str) -> tuple[list[Target], str]:
     password = secrets.token_urlsafe(6)[:8]
-    from vizdesk.vncauth import vncpasswd_obfuscate
+    from vizdesk.contract.vncauth import vncpasswd_obfuscate
 
     pwfile = rig.tmp / "passwd"
     pwfile.write_bytes(vncpasswd_obfuscate(password))

@@ -140,7 +140,7 @@ class Daemon:
     prefix: str
 
     def token(self, user: str, groups: list[str] | None = None, ttl: int = 3600) -> str:
-        from vizdesk.tokens import mint_token
+        from vizdesk.auth.tokens import mint_token
 
         return mint_token(self.cfg.auth, user, groups or [], ttl)
 

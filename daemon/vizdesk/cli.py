@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(yaml.safe_dump(data, sort_keys=False), end="")
         return 0
     if args.command == "token":
-        from .tokens import mint_token
+        from .auth.tokens import mint_token
 
         groups = [g for g in args.groups.split(",") if g]
         try:
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 async def _revoke(cfg: Config, jti: str, exp: int | None) -> int:
     from .api.app import redis_client
     from .auth.jwt_auth import JwtAuthenticator
-    from .keys import Keys
+    from .contract.keys import Keys
 
     redis = redis_client(cfg)
     try:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import structlog
-from aiohttp import web
 
-from .api.app import create_app
+from .api.app import create_app, run_app
 from .config import Config
 from .logsetup import configure_logging
 
@@ -16,15 +15,5 @@ def serve(cfg: Config) -> int:
     structlog.get_logger("vizdesk").info(
         "daemon.listen", host=cfg.server.host, port=cfg.server.port, config=cfg.path or None
     )
-    web.run_app(
-        app,
-        host=cfg.server.host,
-        port=cfg.server.port,
-        print=None,
-        access_log=None,
-        handler_cancellation=True,
-        shutdown_timeout=5.0,
-        max_line_size=cfg.server.max_header_bytes,
-        max_field_size=cfg.server.max_header_bytes,
-    )
+    run_app(app, cfg)
     return 0

@@ -15,8 +15,8 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from vizdesk.config import Config, ImagesConfig, RedisConfig
-from vizdesk.images import ImageCatalog
-from vizdesk.keys import Keys
+from vizdesk.contract.keys import Keys
+from vizdesk.images.catalog import ImageCatalog
 
 
 def env() -> dict[str, str]:

@@ -11,7 +11,7 @@ import os
 import secrets
 
 from tests.container.sid import COMPUTE_SIF, REPO, VENV_PY, VNC_SIF, Sid
-from vizdesk.images import image_from_inspect, parse_inspect
+from vizdesk.images.catalog import image_from_inspect, parse_inspect
 
 FIXTURES = REPO / "tests" / "fixtures" / "apptainer"
 

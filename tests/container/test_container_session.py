@@ -25,8 +25,8 @@ import yaml
 
 from tests.container.sid import OUTPUT, VNC_SIF, Sid, free_port, record_timing
 from tests.helpers.rfb_client import WsStream, connect_ws, full_framebuffer, handshake
+from vizdesk.auth.tokens import mint_token
 from vizdesk.config import AuthConfig
-from vizdesk.tokens import mint_token
 
 
 @dataclass

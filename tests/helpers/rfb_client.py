@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from vizdesk.vncauth import vnc_auth_response
+from vizdesk.contract.vncauth import vnc_auth_response
 
 
 class WsStream:

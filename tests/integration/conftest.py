@@ -10,7 +10,7 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from tests.conftest import Testbed
-from vizdesk.keys import Keys
+from vizdesk.contract.keys import Keys
 
 
 @pytest_asyncio.fixture(scope="module")

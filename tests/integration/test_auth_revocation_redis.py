@@ -12,10 +12,10 @@ import redis.asyncio as aioredis
 
 from vizdesk.auth import revocation
 from vizdesk.auth.jwt_auth import JwtAuthenticator
+from vizdesk.auth.tokens import mint_token
 from vizdesk.auth.types import AuthError
 from vizdesk.config import AuthConfig
-from vizdesk.keys import Keys
-from vizdesk.tokens import mint_token
+from vizdesk.contract.keys import Keys
 
 # --- tests ---------------------------------------------------------------------------------
 

@@ -18,8 +18,8 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from vizdesk.config import Config, ImagesConfig, SessionsConfig
-from vizdesk.images import ImageCatalog, image_id
-from vizdesk.keys import Keys
+from vizdesk.contract.keys import Keys
+from vizdesk.images.catalog import ImageCatalog, image_id
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "apptainer"
 

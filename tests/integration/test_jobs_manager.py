@@ -13,15 +13,15 @@ import pytest
 
 from vizdesk.auth.types import Identity
 from vizdesk.config import Config
+from vizdesk.contract.keys import Keys
 from vizdesk.jobs.manager import JobManager, JobSpec
 from vizdesk.jobs.model import BatchJob, BatchJobState
 from vizdesk.jobs.store import JobStore
-from vizdesk.keys import Keys
 from vizdesk.metrics import Metrics
-from vizdesk.models import Session, SessionState
-from vizdesk.registrations import RegistrationManager
+from vizdesk.sessions.model import Session, SessionState
+from vizdesk.sessions.registrations import RegistrationManager
+from vizdesk.sessions.store import SessionStore
 from vizdesk.slurm.base import JobState, JobStatus, SlurmBackend, SlurmUnavailable, SubmitRequest
-from vizdesk.store import SessionStore
 from vizdesk.tracker import Tracker
 
 ALICE = Identity(user="alice", groups=(), uid=1001, home="/home/alice")

@@ -33,8 +33,8 @@ import redis
 import yaml
 
 from tests.helpers.rfb_client import RfbAuthFailed, TcpStream, full_framebuffer, handshake
-from vizdesk.keys import Keys
-from vizdesk.node.jobenv import ENV_SESSION_TAG
+from vizdesk.contract.jobenv import ENV_SESSION_TAG
+from vizdesk.contract.keys import Keys
 from vizdesk.node.probe import is_rfb3, rfb_banner
 
 pytestmark = pytest.mark.skipif(

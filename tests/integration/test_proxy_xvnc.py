@@ -29,10 +29,10 @@ from tests.helpers.rfb_client import (
     full_framebuffer,
     handshake,
 )
-from vizdesk import rfb
 from vizdesk.config import LimitsConfig
-from vizdesk.proxy import bridge_vnc
-from vizdesk.vncauth import vncpasswd_obfuscate
+from vizdesk.contract.vncauth import vncpasswd_obfuscate
+from vizdesk.proxy import rfb
+from vizdesk.proxy.bridge import bridge_vnc
 
 WIDTH, HEIGHT = 640, 480
 

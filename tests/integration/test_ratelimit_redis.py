@@ -8,9 +8,9 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
+from vizdesk.auth.ratelimit import RateLimiter
 from vizdesk.auth.types import AuthError
-from vizdesk.keys import Keys
-from vizdesk.ratelimit import RateLimiter
+from vizdesk.contract.keys import Keys
 
 # --- tests ---------------------------------------------------------------------------------
 

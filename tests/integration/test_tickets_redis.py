@@ -11,9 +11,9 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
+from vizdesk.auth.tickets import TicketIssuer
 from vizdesk.auth.types import AuthError
-from vizdesk.keys import Keys
-from vizdesk.tickets import TicketIssuer
+from vizdesk.contract.keys import Keys
 
 # --- tests ---------------------------------------------------------------------------------
 

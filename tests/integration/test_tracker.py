@@ -15,10 +15,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from vizdesk.config import Config
-from vizdesk.keys import Keys
+from vizdesk.contract.keys import Keys
 from vizdesk.metrics import Metrics
-from vizdesk.models import Session, SessionState
-from vizdesk.registrations import RegistrationManager
+from vizdesk.sessions.model import Session, SessionState
+from vizdesk.sessions.registrations import RegistrationManager
+from vizdesk.sessions.store import SessionStore
 from vizdesk.slurm.base import (
     JobState,
     JobStatus,
@@ -26,7 +27,6 @@ from vizdesk.slurm.base import (
     SlurmUnavailable,
     SubmitRequest,
 )
-from vizdesk.store import SessionStore
 from vizdesk.tracker import Tracker
 
 
@@ -236,7 +236,7 @@ async def test_job_completing_before_ready_is_a_failure(world) -> None:
 
 async def test_acl_users_restored_after_redis_restart(world) -> None:
     _, keys, backend, store, tracker, redis = world
-    from vizdesk.registrations import password_hash
+    from vizdesk.sessions.registrations import password_hash
 
     s = await add_session(store, "6301")
     backend.jobs["6301"] = running("6301")
@@ -307,7 +307,7 @@ async def test_registration_of_a_job_not_running_is_dropped(world) -> None:
 
 async def test_stop_reason_names_who_stopped(world) -> None:
     cfg, _, backend, store, tracker, _ = world
-    from vizdesk.spawner import Spawner
+    from vizdesk.sessions.spawner import Spawner
 
     spawner = Spawner(cfg, backend, store, tracker.registrations, tracker.metrics)
     mine = await add_session(store, "8001")

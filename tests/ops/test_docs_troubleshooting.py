@@ -9,13 +9,18 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from vizdesk.models import SessionState
+from vizdesk.sessions.model import SessionState
 
 from .conftest import REPO
 
 DOC = REPO / "docs" / "troubleshooting.md"
 PKG = REPO / "daemon" / "vizdesk"
-SOURCES = [PKG / "tracker.py", PKG / "spawner.py", PKG / "registrations.py"]
+SOURCES = [
+    PKG / "sessions" / "advance.py",
+    PKG / "sessions" / "spawner.py",
+    PKG / "contract" / "registration.py",
+    PKG / "core" / "submit.py",
+]
 REASON_CALLS = {"_finish", "_apply", "move", "_fail"}
 
 
@@ -61,8 +66,8 @@ def reasons_in(path: Path) -> set[str]:
         elif isinstance(node, ast.Assign):
             if any(isinstance(t, ast.Name) and t.id == "reason" for t in node.targets):
                 add(node.value)
-        elif isinstance(node, ast.Return) and isinstance(node.value, ast.Tuple):
-            elts = node.value.elts
+        elif isinstance(node, ast.Tuple):  # returned, or a row of an outcome table
+            elts = node.elts
             if len(elts) == 2 and isinstance(elts[0], ast.Attribute):
                 add(elts[1])
     # pieces that are glue, not reasons

@@ -123,8 +123,8 @@ async def test_forged_registration_through_acl_credentials(
     """The job's ACL credentials can write only its own key."""
     alice, bob = ready_pair
     # Re-create the credentials as the daemon does, to get a password for the test.
-    from vizdesk.keys import Keys
-    from vizdesk.registrations import RegistrationManager
+    from vizdesk.contract.keys import Keys
+    from vizdesk.sessions.registrations import RegistrationManager
 
     keys = Keys(daemon.prefix)
     regs = RegistrationManager(redis_admin, keys, 5901, 5999)

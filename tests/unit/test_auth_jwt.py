@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from vizdesk.auth.accounts import PosixAccount
 from vizdesk.auth.jwt_auth import JwtAuthenticator, parse_groups
+from vizdesk.auth.tokens import mint_token
 from vizdesk.auth.types import AuthError
 from vizdesk.config import AuthConfig, ConfigError
-from vizdesk.keys import Keys
-from vizdesk.tokens import mint_token
+from vizdesk.contract.keys import Keys
 
 SECRET = "s3cret-for-unit-tests-0123456789abcdef"
 

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from vizdesk.config import Config, ImagesConfig
-from vizdesk.images import (
+from vizdesk.contract.keys import Keys
+from vizdesk.images.catalog import (
     Image,
     ImageCatalog,
     InspectError,
@@ -20,7 +21,6 @@ from vizdesk.images import (
     parse_inspect,
     valid_ref,
 )
-from vizdesk.keys import Keys
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "apptainer"
 

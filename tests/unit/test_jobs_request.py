@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 import yaml
 
-from vizdesk.api.validation import ValidationError
 from vizdesk.auth.types import AuthError, Identity
 from vizdesk.config import Config, SlurmConfig
-from vizdesk.jobs.manager import JobManager, JobSubmitError, validate_job_request
+from vizdesk.core.validate import ValidationError
+from vizdesk.jobs.manager import JobManager, JobSubmitError
 from vizdesk.jobs.model import BatchJob, BatchJobState
+from vizdesk.jobs.request import validate_job_request
 from vizdesk.jobs.script import BATCH_SCRIPT
 from vizdesk.slurm.base import JobStatus, SlurmBackend, SlurmRejected, SubmitRequest
 from vizdesk.slurm.cli import SlurmCliBackend
@@ -261,7 +262,7 @@ async def test_output_dir_and_rejection(cfg: Config) -> None:
 def test_read_tail_is_safe(tmp_path: Path) -> None:
     import os
 
-    from vizdesk.jobs.manager import read_tail
+    from vizdesk.jobs.output import read_tail
 
     me = os.geteuid()
     out = tmp_path / "job.out"

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from vizdesk.api.validation import ValidationError
 from vizdesk.config import REPO_ROOT, Config
+from vizdesk.core.validate import ValidationError
 from vizdesk.jobs.templates import (
     TemplateError,
     TemplateRegistry,

@@ -1,6 +1,6 @@
 """Session state machine and serialisation."""
 
-from vizdesk.models import PUBLIC_FIELDS, Session, SessionState, can_move
+from vizdesk.sessions.model import PUBLIC_FIELDS, Session, SessionState, can_move
 
 
 def make() -> Session:

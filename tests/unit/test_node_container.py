@@ -12,9 +12,9 @@ from test_node_gpu import TWO_GPUS, fake_pynvml
 from test_node_jobenv import SID, good_env
 
 from vizdesk.config import Config
+from vizdesk.contract.jobenv import parse_job_env
 from vizdesk.node import container
 from vizdesk.node.gpu import detect_gpus
-from vizdesk.node.jobenv import parse_job_env
 from vizdesk.node.password import PrivateDir
 from vizdesk.node.vnc_server import ServerSpec, TigerVNCServer, TurboVNCServer
 from vizdesk.node.wrapper import Wrapper

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vizdesk.node.jobenv import ENV_SESSION_TAG, JobEnvError, child_environ, parse_job_env
+from vizdesk.contract.jobenv import ENV_SESSION_TAG, JobEnvError, child_environ, parse_job_env
 
 SID = "0123456789abcdef"
 

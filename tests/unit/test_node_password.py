@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from vizdesk.contract.vncauth import vncpasswd_obfuscate
 from vizdesk.node.password import (
     PASSWORD_ALPHABET,
     PrivateDir,
@@ -17,7 +18,6 @@ from vizdesk.node.password import (
     write_vncpasswd,
     write_xauthority,
 )
-from vizdesk.vncauth import vncpasswd_obfuscate
 
 
 def test_password_is_8_random_alphanumerics() -> None:

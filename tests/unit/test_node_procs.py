@@ -11,8 +11,8 @@ from pathlib import Path
 
 import psutil
 
+from vizdesk.contract.jobenv import ENV_SESSION_TAG
 from vizdesk.node import procs
-from vizdesk.node.jobenv import ENV_SESSION_TAG
 
 
 def spawn_tagged(sid: str, script: str) -> subprocess.Popen[bytes]:

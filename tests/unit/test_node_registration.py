@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from vizdesk.contract.registration import FIELDS, Registration
 from vizdesk.node.gpu import GpuInfo
 from vizdesk.node.guardian import DONE, handoff_line, run
-from vizdesk.node.registration import FIELDS, Registrar, Registration
+from vizdesk.node.registration import Registrar
 
 SID = "0123456789abcdef"
 

@@ -14,10 +14,10 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 
-from vizdesk import rfb
 from vizdesk.config import LimitsConfig
-from vizdesk.proxy import bridge_vnc
-from vizdesk.vncauth import vnc_auth_response
+from vizdesk.contract.vncauth import vnc_auth_response
+from vizdesk.proxy import rfb
+from vizdesk.proxy.bridge import bridge_vnc
 
 PASSWORD = "Zq8#kL2p"
 SERVER_INIT = struct.pack(">HH", 320, 200) + bytes(16) + struct.pack(">I", 4) + b"fake"

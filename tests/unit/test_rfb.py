@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from vizdesk import rfb
-from vizdesk.vncauth import vnc_auth_response
+from vizdesk.contract.vncauth import vnc_auth_response
+from vizdesk.proxy import rfb
 
 PASSWORD = "pw123456"
 SERVER_INIT = struct.pack(">HH", 640, 480) + bytes(16) + struct.pack(">I", 4) + b"desk"

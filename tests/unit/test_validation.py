@@ -2,8 +2,9 @@
 
 import pytest
 
-from vizdesk.api.validation import ValidationError, validate_session_request
 from vizdesk.config import Config
+from vizdesk.core.validate import ValidationError
+from vizdesk.sessions.request import validate_session_request
 
 
 @pytest.fixture

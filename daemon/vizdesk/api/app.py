@@ -1,4 +1,5 @@
-"""Application factory: wires the roles (authenticator, spawner, tracker, proxy) together."""
+"""Application factory: wires the roles (authenticator, spawner, tracker, job manager,
+image catalog, proxy) together, once, into a typed :class:`~.context.Context`."""
 
 from __future__ import annotations
 
@@ -9,21 +10,24 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
-from ..audit import TRUSTED_PROXIES, trusted_networks
 from ..auth.jwt_auth import JwtAuthenticator
 from ..auth.policy import Policy
+from ..auth.ratelimit import RateLimiter
+from ..auth.tickets import TicketIssuer
 from ..config import Config
-from ..keys import Keys
+from ..contract.keys import Keys
+from ..images.catalog import ImageCatalog
+from ..jobs.manager import JobManager
+from ..jobs.store import JobStore
 from ..metrics import Metrics
-from ..ratelimit import RateLimiter
-from ..registrations import RegistrationManager
+from ..sessions.registrations import RegistrationManager
+from ..sessions.spawner import Spawner
+from ..sessions.store import SessionStore
 from ..slurm import make_backend
 from ..slurm.base import SlurmBackend
-from ..spawner import Spawner
-from ..store import SessionStore
-from ..tickets import TicketIssuer
 from ..tracker import Tracker
-from . import events, health, images, me, openapi, sessions
+from . import events, health, images, jobs, me, openapi, sessions
+from .audit import TRUSTED_PROXIES, trusted_networks
 from .context import CTX, Context
 from .middleware import HTML_CSP, authenticate, cors, json_errors, request_context
 
@@ -51,19 +55,18 @@ def build_context(
     keys = Keys(cfg.redis.key_prefix)
     metrics = metrics or Metrics()
     backend = backend or make_backend(cfg.slurm, cfg.auth.min_uid)
-    if hasattr(backend, "on_call"):
-        backend.on_call = metrics.on_slurm_call
+    backend.on_call = metrics.on_slurm_call
     store = SessionStore(redis, keys, cfg.sessions.ended_retention_seconds)
     regs = RegistrationManager(redis, keys, cfg.node.port_min, cfg.node.port_max)
     spawner = Spawner(cfg, backend, store, regs, metrics)
     tracker = Tracker(cfg, backend, store, regs, metrics)
-    catalog = None
-    if cfg.images.dirs or cfg.sessions.images:
-        from ..images import ImageCatalog
-
-        catalog = ImageCatalog(cfg, redis, keys)
+    job_store = JobStore(redis, keys, cfg.jobs.ended_retention_seconds)
+    job_manager = JobManager(cfg, backend, job_store, metrics=metrics)
+    tracker.sources.append(job_manager)  # rides on the tracker's one Slurm query per tick
+    catalog = ImageCatalog(cfg, redis, keys) if cfg.images.dirs or cfg.sessions.images else None
     return Context(
         images=catalog,
+        jobs=job_manager,
         cfg=cfg,
         redis=redis,
         keys=keys,
@@ -134,11 +137,7 @@ def create_app(
         await context.redis.aclose()
 
     app.cleanup_ctx.append(lifecycle)
-    # --- batch jobs (vizdesk.jobs): manager + tracker source + /api/v1/jobs routes ---
-    from ..jobs import api as jobs_api
-
-    jobs_api.install(app, context)
-    # --- end batch jobs ---
+    jobs.setup_routes(app)
     health.setup_routes(app)
     sessions.setup_routes(app)
     me.setup_routes(app)
@@ -149,3 +148,18 @@ def create_app(
     if STATIC_DIR.is_dir():
         app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     return app
+
+
+def run_app(app: web.Application, cfg: Config) -> None:
+    """Serve ``app`` until SIGTERM/SIGINT (``vizdesk serve``)."""
+    web.run_app(
+        app,
+        host=cfg.server.host,
+        port=cfg.server.port,
+        print=None,
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=5.0,
+        max_line_size=cfg.server.max_header_bytes,
+        max_field_size=cfg.server.max_header_bytes,
+    )

@@ -1,9 +1,10 @@
-"""The daemon's components, wired once and shared by every handler (via an AppKey)."""
+"""The daemon's components, wired once by :func:`.app.build_context` and shared by every
+handler (via an AppKey). Every seam is typed: handlers never duck-type a component."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -12,15 +13,17 @@ if TYPE_CHECKING:
 
     from ..auth.jwt_auth import JwtAuthenticator
     from ..auth.policy import Policy
+    from ..auth.ratelimit import RateLimiter
+    from ..auth.tickets import TicketIssuer
     from ..config import Config
-    from ..keys import Keys
+    from ..contract.keys import Keys
+    from ..images.catalog import ImageCatalog
+    from ..jobs.manager import JobManager
     from ..metrics import Metrics
-    from ..ratelimit import RateLimiter
-    from ..registrations import RegistrationManager
+    from ..sessions.registrations import RegistrationManager
+    from ..sessions.spawner import Spawner
+    from ..sessions.store import SessionStore
     from ..slurm.base import SlurmBackend
-    from ..spawner import Spawner
-    from ..store import SessionStore
-    from ..tickets import TicketIssuer
     from ..tracker import Tracker
 
 
@@ -35,12 +38,12 @@ class Context:
     registrations: RegistrationManager
     spawner: Spawner
     tracker: Tracker
+    jobs: JobManager
     authenticator: JwtAuthenticator
     policy: Policy
     tickets: TicketIssuer
     ratelimiter: RateLimiter
-    images: Any = None  # ImageCatalog when the catalog is configured
-    jobs: Any = None  # batch-job manager when configured
+    images: ImageCatalog | None  # None when no catalog is configured
     websockets: dict[str, int] = field(default_factory=dict)  # open proxies per session
 
 

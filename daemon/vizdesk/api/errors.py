@@ -1,4 +1,4 @@
-"""JSON error bodies and the middleware that guarantees them (never a traceback, never HTML)."""
+"""JSON error bodies (``{"error": {code, message, field?}}``), never a traceback or HTML."""
 
 from __future__ import annotations
 
@@ -7,25 +7,11 @@ from typing import Any
 
 from aiohttp import web
 
+from ..core.errors import VizdeskError
 
-class ApiError(Exception):
-    """An error with an HTTP status, a stable code and a message for people."""
 
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        field: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
-        self.headers = headers or {}
+class ApiError(VizdeskError):
+    """An error a handler raises itself (not found, conflict, forbidden...)."""
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:

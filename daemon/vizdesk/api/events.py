@@ -16,8 +16,8 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
+from .base import identity_of
 from .context import ctx
-from .sessions import identity_of
 
 log = structlog.get_logger("vizdesk.events")
 KEEPALIVE_SECONDS = 15.0

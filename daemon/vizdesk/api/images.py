@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .base import identity_of
 from .context import ctx
-from .sessions import identity_of
 
 
 async def list_images(request: web.Request) -> web.Response:

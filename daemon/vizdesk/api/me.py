@@ -6,11 +6,11 @@ import dataclasses
 
 from aiohttp import web
 
-from ..audit import audit
+from ..core.validate import reject_unknown, require_object
+from .audit import audit
+from .base import identity_of, read_json
 from .context import ctx
 from .errors import ApiError
-from .sessions import identity_of, read_json
-from .validation import reject_unknown, require_object
 
 
 async def me(request: web.Request) -> web.Response:

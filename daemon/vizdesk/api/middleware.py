@@ -10,11 +10,10 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from ..audit import client_address
-from ..auth.types import AuthError
+from ..core.errors import VizdeskError
+from .audit import client_address
 from .context import ctx
 from .errors import HTTP_CODES, ApiError, error_response
-from .validation import ValidationError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = structlog.get_logger("vizdesk.http")
@@ -102,15 +101,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     """Every failure becomes ``{"error": {...}}`` with a 4xx/5xx; no traceback ever leaks."""
     try:
         return await handler(request)
-    except ApiError as exc:
+    except VizdeskError as exc:  # the one root of every error a caller may see
         return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
-    except ValidationError as exc:
-        return error_response(400, exc.code, exc.message, exc.field)
-    except AuthError as exc:
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-        if exc.status == 401:
-            headers = {**(headers or {}), "WWW-Authenticate": 'Bearer error="invalid_token"'}
-        return error_response(exc.status, exc.code, exc.message, exc.field, headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -2,63 +2,39 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
-import structlog
 from aiohttp import web
 
-from ..audit import audit
-from ..auth.types import AuthError, Identity
-from ..keys import SESSION_ID_RE
-from ..models import Session, SessionState
-from ..proxy import bridge_vnc
-from ..spawner import SpawnError
+from ..auth.types import AuthError
+from ..images.resolve import resolve_image
+from ..proxy.bridge import bridge_vnc
+from ..sessions.model import SessionState
+from ..sessions.request import validate_session_request
+from ..sessions.spawner import SpawnError
+from .audit import audit, denied_on_error
+from .base import (
+    RECORD_ID_RE,
+    delete_record,
+    get_record,
+    identity_of,
+    list_records,
+    owned_record,
+    read_json,
+)
 from .context import ctx
 from .errors import ApiError
-from .validation import ValidationError, validate_session_request
-
-log = structlog.get_logger("vizdesk.api")
-
-
-def identity_of(request: web.Request) -> Identity:
-    identity: Identity = request["identity"]
-    return identity
-
-
-async def read_json(request: web.Request) -> Any:
-    """The body as JSON: 413 when too large, 415/400 when not JSON."""
-    if request.content_type not in ("application/json", "application/octet-stream", ""):
-        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-    raw = await request.read()  # raises 413 over client_max_size
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationError(None, f"body is not valid JSON: {exc}", "invalid_json") from exc
-
-
-async def owned_session(request: web.Request, identity: Identity) -> Session:
-    """The session in the path if the caller may see it; otherwise 404 (never 403)."""
-    sid = request.match_info["id"]
-    if not SESSION_ID_RE.fullmatch(sid):
-        raise ApiError(404, "not_found", "no such session")
-    session = await ctx(request).store.get(sid)
-    if session is None or (session.user != identity.user and not identity.is_admin):
-        raise ApiError(404, "not_found", "no such session")
-    return session
 
 
 async def create_session(request: web.Request) -> web.Response:
     c = ctx(request)
     identity = identity_of(request)
-    try:
+    with denied_on_error(request, "session.create"):
         req = validate_session_request(await read_json(request), c.cfg)
         image_name: str | None = None
         image_path: str | None = None
         if req.image is not None:
-            image_name, image_path = await resolve_image(request, req.image)
+            image_name, image_path = await resolve_image(
+                c.images, c.cfg.sessions.images, req.image, field="image", desktop=True
+            )
         active = await c.store.count_active_for_user(identity.user)
         c.policy.check_session(
             identity,
@@ -71,79 +47,34 @@ async def create_session(request: web.Request) -> web.Response:
             active_sessions=active,
         )
         await c.ratelimiter.hit(identity.user, "create")
-    except (ValidationError, ApiError, AuthError) as exc:
-        audit(
-            request,
-            "session.create",
-            "denied",
-            reason=getattr(exc, "code", "invalid"),
-            field=getattr(exc, "field", None),
-        )
-        raise
     try:
         session = await c.spawner.create(identity, req, image_path)
     except SpawnError as exc:
         audit(request, "session.create", "failed", session=exc.session.id, reason=exc.code)
-        raise ApiError(exc.status, exc.code, exc.message) from exc
+        raise
     c.tracker.poke()
     audit(request, "session.create", "ok", session=session.id, job_id=session.job_id)
     return web.json_response(session.to_public(), status=201)
 
 
-async def resolve_image(request: web.Request, ref: str) -> tuple[str, str]:
-    """Catalog id or name → (name, .sif path); unknown or not a desktop image → 400."""
-    c = ctx(request)
-    if c.images is not None:
-        image = await c.images.resolve(ref)
-        if image is not None:
-            if image.kind == "compute":
-                raise ValidationError(
-                    "image",
-                    f"image {image.name!r} is a compute image, not a desktop",
-                    "not_a_desktop_image",
-                )
-            return str(image.name), str(image.path)
-    raise ValidationError("image", f"unknown image {ref!r}", "unknown_image")
-
-
 async def list_sessions(request: web.Request) -> web.Response:
-    c = ctx(request)
-    identity = identity_of(request)
-    want_all = request.query.get("all", "").lower() in ("1", "true", "yes")
-    if want_all and not identity.is_admin:
-        raise ApiError(403, "forbidden", "only admins may list all sessions", field="all")
-    sessions = await (c.store.list_all() if want_all else c.store.list_user(identity.user))
-    state = request.query.get("state")
-    if state:
-        sessions = [s for s in sessions if s.state.value == state.upper()]
-    return web.json_response({"sessions": [s.to_public() for s in sessions]})
+    return await list_records(request, ctx(request).store, "sessions")
 
 
 async def get_session(request: web.Request) -> web.Response:
-    session = await owned_session(request, identity_of(request))
-    return web.json_response(session.to_public())
+    return await get_record(request, ctx(request).store, "session")
 
 
 async def delete_session(request: web.Request) -> web.Response:
     c = ctx(request)
-    identity = identity_of(request)
-    try:
-        session = await owned_session(request, identity)
-    except ApiError:
-        audit(request, "session.delete", "denied", session=request.match_info["id"][:32])
-        raise
-    by = "admin " + identity.user if session.user != identity.user else "user"
-    updated = await c.spawner.stop(session, by=by)
-    c.tracker.poke()
-    audit(request, "session.delete", "ok", session=session.id, owner=session.user)
-    return web.json_response(updated.to_public(), status=202)
+    return await delete_record(request, c.store, "session", c.spawner.stop)
 
 
 async def connect_session(request: web.Request) -> web.Response:
     c = ctx(request)
     identity = identity_of(request)
     try:
-        session = await owned_session(request, identity)
+        session = await owned_record(request, identity, c.store, "session")
     except ApiError:
         audit(request, "session.connect", "denied", session=request.match_info["id"][:32])
         raise
@@ -177,7 +108,7 @@ def origin_allowed(request: web.Request) -> bool:
 async def vnc_websocket(request: web.Request) -> web.StreamResponse:
     c = ctx(request)
     sid = request.match_info["id"]
-    if not SESSION_ID_RE.fullmatch(sid):
+    if not RECORD_ID_RE.fullmatch(sid):
         raise ApiError(404, "not_found", "no such session")
     if not origin_allowed(request):
         audit(request, "session.websocket", "denied", session=sid, reason="origin")

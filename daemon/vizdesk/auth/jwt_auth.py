@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from ..config import AuthConfig, ConfigError
-from ..keys import Keys
+from ..contract.keys import Keys
 from . import revocation
 from .accounts import AccountResolver
 from .types import AuthError, Identity

@@ -10,7 +10,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from ..keys import Keys
+from ..contract.keys import Keys
 
 MAX_JTI_LENGTH = 256
 # Extra lifetime of a deny-list entry beyond ``exp``: a verifier accepts a token up to its

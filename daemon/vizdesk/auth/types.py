@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..core.errors import VizdeskError
+
 
 @dataclass(frozen=True)
 class Identity:
@@ -20,10 +22,11 @@ class Identity:
     claims: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
 
 
-class AuthError(Exception):
+class AuthError(VizdeskError):
     """Authentication/authorisation failure, rendered as an HTTP error by the API.
 
-    ``status`` is 401 (who are you?), 403 (not allowed) or 429 (slow down).
+    ``status`` is 401 (who are you?, with ``WWW-Authenticate``), 403 (not allowed) or 429
+    (slow down, with ``Retry-After`` when ``retry_after`` is set).
     """
 
     def __init__(
@@ -35,9 +38,8 @@ class AuthError(Exception):
         field: str | None = None,
         retry_after: int | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
+        headers = {"Retry-After": str(retry_after)} if retry_after else {}
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        super().__init__(status, code, message, field=field, headers=headers)
         self.retry_after = retry_after

@@ -44,14 +44,12 @@ from typing import Any
 import structlog
 import yaml
 
-from ..api.validation import ValidationError
 from ..config import Config
+from ..core.validate import NAME_RE, ValidationError
 
 log = structlog.get_logger("vizdesk.jobs.templates")
 
-TEMPLATE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PARAM_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-APP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PLACEHOLDER_RE = re.compile(r"\{([a-z][a-z0-9_]{0,31})\}")
 PARAM_TYPES = ("int", "float", "string", "enum", "bool")
 MODES = ("exec", "run")
@@ -193,10 +191,10 @@ def _str_list(name: str, where: str, value: Any, *, allow_empty: bool) -> tuple[
     return tuple(value)
 
 
-def _opt_name(name: str, where: str, value: Any, regex: re.Pattern[str]) -> str | None:
+def _opt_name(name: str, where: str, value: Any) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not regex.fullmatch(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise TemplateError(name, where, "must be 1-64 letters, digits, '_', '.', '-'")
     return value
 
@@ -332,13 +330,13 @@ def parse_template(name: str, data: Any, cfg: Config) -> Template:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise TemplateError(name, "description", "must be a string")
-    partition = _opt_name(name, "partition", data.get("partition"), TEMPLATE_NAME_RE)
+    partition = _opt_name(name, "partition", data.get("partition"))
     if partition is not None and cfg.slurm.partitions and partition not in cfg.slurm.partitions:
         raise TemplateError(name, "partition", f"not an offered partition {cfg.slurm.partitions}")
     image = data.get("image")
     if image is not None and (not isinstance(image, str) or not image or len(image) > 256):
         raise TemplateError(name, "image", "must be an image catalog id or name")
-    app = _opt_name(name, "app", data.get("app"), APP_RE)
+    app = _opt_name(name, "app", data.get("app"))
     if app is not None and image is None:
         raise TemplateError(name, "app", "an app needs an image")
     mode = data.get("mode", "exec")
@@ -543,7 +541,7 @@ class TemplateRegistry:
         return cached.template
 
     def _path(self, name: str) -> Path | None:
-        if not TEMPLATE_NAME_RE.fullmatch(name):
+        if not NAME_RE.fullmatch(name):
             return None
         for ext in (".yaml", ".yml"):
             path = self.directory / f"{name}{ext}"
@@ -570,7 +568,7 @@ class TemplateRegistry:
         names = []
         for entry in sorted(entries):
             stem, ext = os.path.splitext(entry)
-            if ext in (".yaml", ".yml") and TEMPLATE_NAME_RE.fullmatch(stem):
+            if ext in (".yaml", ".yml") and NAME_RE.fullmatch(stem):
                 names.append(stem)
         return list(dict.fromkeys(names))
 

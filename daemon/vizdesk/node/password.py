@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from vizdesk.vncauth import vncpasswd_obfuscate
+from vizdesk.contract.vncauth import vncpasswd_obfuscate
 
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
 PASSWORD_LENGTH = 8  # VNC auth truncates to 8 bytes: more would only look stronger

@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 import structlog
 
-from vizdesk.node.jobenv import ENV_SESSION_TAG
+from vizdesk.contract.jobenv import ENV_SESSION_TAG
 
 log = structlog.get_logger("vizdesk.node.procs")
 

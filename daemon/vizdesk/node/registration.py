@@ -1,8 +1,9 @@
-"""The session's registration in Redis: its JSON value and the writer that keeps it alive.
+"""The writer that keeps the session's registration alive in Redis.
 
-The value is ``SET key value EX ttl`` with the per-session ACL user (which may only
-GET/SET/DEL/EXPIRE that one key), refreshed every heartbeat and deleted on exit. Redis
-being briefly unreachable is logged and retried; it never stops the desktop.
+The value (:class:`vizdesk.contract.registration.Registration`) is written with
+``SET key value EX ttl`` by the per-session ACL user (which may only GET/SET/DEL/EXPIRE
+that one key), refreshed every heartbeat and deleted on exit. Redis being briefly
+unreachable is logged and retried; it never stops the desktop.
 The value contains the VNC password (the daemon hands it to the user's browser) and
 nothing else secret: never the Redis credentials.
 """
@@ -11,85 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from vizdesk.node.gpu import GpuInfo
-
 log = structlog.get_logger("vizdesk.node.registration")
-
-#: The exact key set of a registration (the daemon's contract).
-FIELDS = (
-    "session_id",
-    "port",
-    "display",
-    "password",
-    "pid",
-    "vnc_pid",
-    "host",
-    "vnc",
-    "gpus",
-    "cpu_percent",
-    "memory_bytes",
-    "started_at",
-    "heartbeat_at",
-    "image",
-)
-
-
-def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-@dataclass
-class Registration:
-    session_id: str
-    port: int
-    display: int  # the X display number N (DISPLAY=:N)
-    password: str = field(repr=False)
-    pid: int
-    vnc_pid: int
-    host: str  # informational only: the daemon uses the node Slurm reports
-    vnc: str  # "tigervnc" | "turbovnc"
-    started_at: str
-    image: str | None = None
-    gpus: list[GpuInfo] = field(default_factory=list)
-    cpu_percent: float = 0.0
-    memory_bytes: int = 0
-    heartbeat_at: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "session_id": self.session_id,
-            "port": self.port,
-            "display": self.display,
-            "password": self.password,
-            "pid": self.pid,
-            "vnc_pid": self.vnc_pid,
-            "host": self.host,
-            "vnc": self.vnc,
-            "gpus": [g.to_json() for g in self.gpus],
-            "cpu_percent": self.cpu_percent,
-            "memory_bytes": self.memory_bytes,
-            "started_at": self.started_at,
-            "heartbeat_at": self.heartbeat_at or utc_now_iso(),
-            "image": self.image,
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"))
-
-    def for_log(self) -> dict[str, Any]:
-        """The registration without the password, for logging."""
-        d = self.to_dict()
-        d["password"] = "***"  # noqa: S105 - redaction marker
-        return d
 
 
 def _no_client_setinfo() -> dict[str, Any]:

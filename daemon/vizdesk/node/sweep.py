@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import structlog
 
-from vizdesk.keys import SESSION_ID_RE
+from vizdesk.contract.keys import SESSION_ID_RE
 from vizdesk.node import procs
 
 log = structlog.get_logger("vizdesk.node.sweep")

@@ -35,23 +35,24 @@ import psutil
 import structlog
 
 from vizdesk.config import Config, ConfigError, load_config
-from vizdesk.keys import Keys
-from vizdesk.node import container, procs, sweep
-from vizdesk.node.display import parse_displayfd_output, pick_free_display, x_socket_exists
-from vizdesk.node.gpu import GpuInfo, detect_gpus
-from vizdesk.node.guardian import DONE, handoff_line
-from vizdesk.node.jobenv import (
+from vizdesk.contract.jobenv import (
     ENV_SESSION_TAG,
     JobEnv,
     JobEnvError,
     child_environ,
     parse_job_env,
 )
+from vizdesk.contract.keys import Keys
+from vizdesk.contract.registration import GpuReport, Registration, utc_now_iso
+from vizdesk.node import container, procs, sweep
+from vizdesk.node.display import parse_displayfd_output, pick_free_display, x_socket_exists
+from vizdesk.node.gpu import detect_gpus
+from vizdesk.node.guardian import DONE, handoff_line
 from vizdesk.node.logs import setup_logging
 from vizdesk.node.password import PrivateDir, generate_password, write_vncpasswd, write_xauthority
 from vizdesk.node.ports import pick_free_port, port_is_free
 from vizdesk.node.probe import is_rfb3, listener_pids, rfb_banner
-from vizdesk.node.registration import Registrar, Registration, utc_now_iso
+from vizdesk.node.registration import Registrar
 from vizdesk.node.stats import UsageSampler
 from vizdesk.node.vnc_server import (
     ServerSpec,
@@ -720,7 +721,7 @@ def _home_dir(env: Mapping[str, str]) -> str | None:
     return home if home and os.path.isdir(home) else None
 
 
-def _gpus_or_keep(env: Mapping[str, str], previous: list[GpuInfo]) -> list[GpuInfo]:
+def _gpus_or_keep(env: Mapping[str, str], previous: Sequence[GpuReport]) -> Sequence[GpuReport]:
     fresh = detect_gpus(env)
     return fresh or previous
 

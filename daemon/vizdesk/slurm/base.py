@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -108,10 +108,19 @@ class SlurmRejected(SlurmError):
     """Slurm refused a submission (bad partition, over a limit...); message is for users."""
 
 
+#: The metrics hook of a backend: (operation, seconds, ok) after every scheduler call.
+OnCall = Callable[[str, float, bool], None]
+
+
 class SlurmBackend(abc.ABC):
-    """One scheduler adapter. Implementations must not block the event loop."""
+    """One scheduler adapter. Implementations must not block the event loop.
+
+    Override ``submit``, ``info_many`` and ``cancel``; call ``on_call`` (when set) after
+    every scheduler call.
+    """
 
     name: str = "abstract"
+    on_call: OnCall | None = None
 
     @abc.abstractmethod
     async def submit(self, req: SubmitRequest) -> str:

@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+
+import structlog
 
 from ..config import SlurmConfig
 from .base import (
     JobStatus,
+    OnCall,
     SlurmBackend,
     SlurmError,
     SlurmRejected,
@@ -49,9 +51,8 @@ from .validate import (
     user_env,
 )
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("vizdesk.slurm")
 
-OnCall = Callable[[str, float, bool], None]
 
 _UNAVAILABLE_MARKERS = (
     "unable to contact slurm controller",
@@ -191,7 +192,7 @@ class SlurmCliBackend(SlurmBackend):
             if res.returncode != 0:
                 raise self._submit_error(res)
             if res.stderr.strip():
-                log.debug("sbatch stderr: %s", res.err_text)
+                log.debug("slurm.sbatch_stderr", stderr=res.err_text)
             job_id = parse_parsable(res.stdout)
             ok = True
             return job_id
@@ -249,7 +250,7 @@ class SlurmCliBackend(SlurmBackend):
         try:
             self.on_call(op, time.monotonic() - started, ok)
         except Exception:
-            log.debug("slurm on_call hook failed", exc_info=True)
+            log.debug("slurm.on_call_failed", exc_info=True)
 
     async def _run(
         self, argv: Sequence[str], env: Mapping[str, str], stdin: bytes | None

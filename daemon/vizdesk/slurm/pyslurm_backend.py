@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import logging
 import os
 import threading
 import time
@@ -39,10 +38,13 @@ from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any, TypeVar
 
+import structlog
+
 from ..config import SlurmConfig
 from .base import (
     JobState,
     JobStatus,
+    OnCall,
     SlurmBackend,
     SlurmError,
     SlurmRejected,
@@ -58,9 +60,8 @@ from .validate import (
     user_env,
 )
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("vizdesk.slurm")
 
-OnCall = Callable[[str, float, bool], None]
 T = TypeVar("T")
 
 ESLURM_USER_ID_MISSING = 2010  # "Invalid user id": slurmctld refused the impersonation
@@ -196,7 +197,7 @@ class PyslurmBackend(SlurmBackend):
         self.timeout = cfg.command_timeout_seconds
         self._mod: ModuleType | None = None
         if cfg.extra_sbatch_args:
-            log.warning("slurm.extra_sbatch_args is ignored by the pyslurm backend")
+            log.warning("slurm.extra_sbatch_args_ignored", backend="pyslurm")
 
     @property
     def module(self) -> ModuleType:
@@ -328,4 +329,4 @@ class PyslurmBackend(SlurmBackend):
                 try:
                     self.on_call(op, time.monotonic() - started, ok)
                 except Exception:
-                    log.debug("slurm on_call hook failed", exc_info=True)
+                    log.debug("slurm.on_call_failed", exc_info=True)

@@ -34,14 +34,15 @@ a document that is not a squeue JSON object raises :class:`SlurmError`.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+
 from .base import JobState, JobStatus, SlurmError, SlurmUnavailable
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("vizdesk.slurm")
 
 _BASE_STATES: dict[str, JobState] = {
     s.value: s for s in JobState if s not in (JobState.UNKNOWN, JobState.COMPLETING)
@@ -213,13 +214,13 @@ def parse_squeue_document(doc: Any) -> dict[str, JobStatus]:
         text = "; ".join(_error_text(e) for e in errors)
         if not jobs:
             raise SlurmUnavailable(f"squeue reported: {text}")
-        log.warning("squeue --json returned jobs and errors: %s", text)
+        log.warning("slurm.squeue_errors", errors=text)
     out: dict[str, JobStatus] = {}
     for job in jobs:
         try:
             status = job_status_from_json(job)
         except Exception:  # a shape we did not foresee must not take the tracker down
-            log.debug("skipping unparsable squeue job entry", exc_info=True)
+            log.debug("slurm.squeue_entry_skipped", exc_info=True)
             continue
         if status is not None:
             out[status.job_id] = status

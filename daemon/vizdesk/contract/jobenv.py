@@ -1,7 +1,8 @@
 """The job environment contract: what the daemon puts into a session job's environment.
 
 The daemon writes these variables into the job's environment (never onto a command
-line); this module parses and validates them into a :class:`JobEnv`. Nothing here is
+line) with :func:`session_job_env`; the node parses and validates them into a
+:class:`JobEnv` with :func:`parse_job_env`. Nothing here is
 taken from the user directly, but the values are still checked because they end up in
 argv lists and file names.
 """
@@ -13,8 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from vizdesk.keys import SESSION_ID_RE
+from .keys import SESSION_ID_RE
 
+#: WIDTHxHEIGHT, 2 to 5 digits each. The one definition: the API applies its own range
+#: (320x200 up to the configured maximum) on top; the node accepts what any head sends.
 GEOMETRY_RE = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
 
 ENV_SESSION_ID = "VIZDESK_SESSION_ID"
@@ -27,6 +30,7 @@ ENV_GEOMETRY = "VIZDESK_GEOMETRY"
 ENV_IMAGE = "VIZDESK_IMAGE"
 ENV_REG_TTL = "VIZDESK_REG_TTL"
 ENV_SESSION_TAG = "VIZDESK_SESSION_TAG"
+ENV_COMMAND = "VIZDESK_COMMAND"
 
 #: Variables never passed on to the VNC server or the desktop session.
 PRIVATE_VARS = frozenset(
@@ -42,9 +46,40 @@ PRIVATE_VARS = frozenset(
         ENV_REG_TTL,
         "VIZDESK_REDIS_PASSWORD_DAEMON",
         "VIZDESK_JWT_SECRET",
-        "VIZDESK_COMMAND",
+        ENV_COMMAND,
     }
 )
+
+
+def session_job_env(
+    *,
+    session_id: str,
+    redis_url: str,
+    redis_username: str,
+    redis_password: str,
+    reg_key: str,
+    reg_ttl: int,
+    geometry: str,
+    command: str,
+    config_path: str | None,
+    image: str | None,
+) -> dict[str, str]:
+    """What the daemon puts into a session job's environment (never on a command line)."""
+    env = {
+        ENV_SESSION_ID: session_id,
+        ENV_REDIS_URL: redis_url,
+        ENV_REDIS_USERNAME: redis_username,
+        ENV_REDIS_PASSWORD: redis_password,
+        ENV_REG_KEY: reg_key,
+        ENV_REG_TTL: str(reg_ttl),
+        ENV_GEOMETRY: geometry,
+        ENV_COMMAND: command,
+    }
+    if config_path:
+        env[ENV_CONFIG] = config_path
+    if image:
+        env[ENV_IMAGE] = image
+    return env
 
 
 class JobEnvError(ValueError):
@@ -53,6 +88,8 @@ class JobEnvError(ValueError):
 
 @dataclass(frozen=True)
 class JobEnv:
+    """The parsed job environment, as the node uses it."""
+
     session_id: str
     redis_url: str
     redis_username: str

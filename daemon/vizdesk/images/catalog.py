@@ -23,7 +23,6 @@ import builtins
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import re
 import time
@@ -32,10 +31,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config
-from .keys import Keys
+import structlog
 
-log = logging.getLogger(__name__)
+from ..config import Config
+from ..contract.keys import Keys
+
+log = structlog.get_logger("vizdesk.images")
 
 KINDS = ("viz", "compute", "custom")
 LABEL_KIND = "org.vizdesk.kind"
@@ -218,7 +219,7 @@ def _scan(dirs: list[str], seeds: Mapping[str, str]) -> list[_Candidate]:
         try:
             entries = sorted(os.scandir(d), key=lambda e: e.name)
         except OSError as exc:
-            log.warning("image dir %s: %s", d, exc.strerror)
+            log.warning("images.dir_unreadable", dir=d, error=exc.strerror)
             continue
         for e in entries:
             if e.name.endswith(".sif") and not e.name.startswith("."):
@@ -227,7 +228,9 @@ def _scan(dirs: list[str], seeds: Mapping[str, str]) -> list[_Candidate]:
 
 
 class ImageCatalog:
-    """The catalog: ``await list()`` and ``await resolve(ref)``."""
+    """Role: the image catalog. ``await list()`` every usable image (cached in Redis,
+    re-inspected when a file changes) and ``await resolve(ref)`` one by id or name;
+    :func:`vizdesk.images.resolve.resolve_image` is how the domain uses it."""
 
     def __init__(self, cfg: Config, redis: Any, keys: Keys) -> None:
         self.cfg = cfg
@@ -306,7 +309,7 @@ class ImageCatalog:
         try:
             raw = await self.redis.hgetall(self.keys.image_catalog)
         except Exception as exc:  # Redis down: work without the cache
-            log.warning("image catalog: redis read failed: %s", exc)
+            log.warning("images.cache_read_failed", error=str(exc))
             return {}
         out: dict[str, dict[str, Any]] = {}
         for k, v in (raw or {}).items():
@@ -332,7 +335,7 @@ class ImageCatalog:
                 pipe.expire(key, self.ttl)
                 await pipe.execute()
         except Exception as exc:
-            log.warning("image catalog: redis write failed: %s", exc)
+            log.warning("images.cache_write_failed", error=str(exc))
 
     async def _inspect_entry(self, c: _Candidate) -> dict[str, Any]:
         now = time.time()
@@ -351,7 +354,7 @@ class ImageCatalog:
             )
             entry["image"] = asdict(img)
         except InspectError as exc:
-            log.warning("image %s: %s", c.path, exc)
+            log.warning("images.inspect_failed", path=c.path, error=str(exc))
             entry["error"] = str(exc)[:500]
         return entry
 

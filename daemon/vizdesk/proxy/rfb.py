@@ -14,7 +14,7 @@ protocol error) the browser gets a proper RFB failure with a short, generic reas
 host, port or password) and :class:`RfbError` is raised.
 
 Both sides are :class:`ByteStream` objects so that transports plug in: asyncio streams
-(:class:`StreamByteStream`) for TCP, a websocket adapter in :mod:`vizdesk.proxy`,
+(:class:`StreamByteStream`) for TCP, a websocket adapter in :mod:`vizdesk.proxy.bridge`,
 in-memory pipes in the tests.
 """
 
@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .vncauth import vnc_auth_response
+from ..contract.vncauth import vnc_auth_response
 
 SEC_INVALID = 0
 SEC_NONE = 1

@@ -16,8 +16,8 @@ import secrets
 
 import redis.asyncio as aioredis
 
-from .auth.types import AuthError
-from .keys import Keys
+from ..contract.keys import Keys
+from .types import AuthError
 
 TICKET_BYTES = 32
 # token_urlsafe(32) gives 43 characters of the URL-safe base64 alphabet.

@@ -1,37 +1,20 @@
-"""Per-session registration credentials (Redis 7 ACL users) and registration checks.
+"""Per-session registration credentials (Redis 7 ACL users) and loading registrations.
 
 Each session gets its own Redis ACL user that may only GET/SET/DEL/EXPIRE its one
 registration key. The job receives those credentials in its environment; nobody else
-holds them, so nobody else can point the proxy at a port.
+holds them, so nobody else can point the proxy at a port. What a valid registration is
+lives in :mod:`vizdesk.contract.registration`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
-from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
 
-from .keys import Keys
-
-
-@dataclass(frozen=True)
-class Registration:
-    """A validated registration, as the daemon uses it (the host is NOT taken from it)."""
-
-    session_id: str
-    port: int
-    display: int | None
-    password: str
-    vnc: str
-    raw: dict[str, Any]
-
-
-class RegistrationRejected(ValueError):
-    """The registration exists but must not be used (port out of range, wrong session...)."""
+from ..contract.keys import Keys
+from ..contract.registration import Registration, parse_registration
 
 
 def password_hash(password: str) -> str:
@@ -40,6 +23,13 @@ def password_hash(password: str) -> str:
 
 
 class RegistrationManager:
+    """Role: the ACL user of each session and the check of what its job registered.
+
+    ``create_credentials`` / ``delete_credentials`` / ``restore_credentials`` manage the
+    per-session ACL user; ``load`` returns a session's registration if it is valid
+    (``RegistrationRejected`` when it exists but must not be used).
+    """
+
     def __init__(self, redis: aioredis.Redis, keys: Keys, port_min: int, port_max: int) -> None:
         self.redis = redis
         self.keys = keys
@@ -77,33 +67,4 @@ class RegistrationManager:
         raw = await self.redis.get(self.keys.registration(sid))
         if raw is None:
             return None
-        return self.validate(sid, raw)
-
-    def validate(self, sid: str, raw: str | bytes) -> Registration:
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise RegistrationRejected("registration is not JSON") from exc
-        if not isinstance(data, dict):
-            raise RegistrationRejected("registration is not an object")
-        if data.get("session_id") != sid:
-            raise RegistrationRejected("registration names another session")
-        port = data.get("port")
-        if not isinstance(port, int) or isinstance(port, bool):
-            raise RegistrationRejected("registration port is not an integer")
-        if not self.port_min <= port <= self.port_max:
-            raise RegistrationRejected(
-                f"registered port {port} outside {self.port_min}-{self.port_max}"
-            )
-        password = data.get("password")
-        if not isinstance(password, str) or not password:
-            raise RegistrationRejected("registration has no VNC password")
-        display = data.get("display")
-        return Registration(
-            session_id=sid,
-            port=port,
-            display=display if isinstance(display, int) else None,
-            password=password,
-            vnc=str(data.get("vnc", "")),
-            raw=data,
-        )
+        return parse_registration(sid, raw, self.port_min, self.port_max)

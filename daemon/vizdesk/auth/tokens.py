@@ -13,7 +13,7 @@ import time
 
 import jwt
 
-from .config import AuthConfig, ConfigError
+from ..config import AuthConfig, ConfigError
 
 
 def mint_token(

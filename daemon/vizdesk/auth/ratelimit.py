@@ -13,8 +13,8 @@ import secrets
 
 import redis.asyncio as aioredis
 
-from .auth.types import AuthError
-from .keys import Keys
+from ..contract.keys import Keys
+from .types import AuthError
 
 _SLIDING_WINDOW = """
 local key = KEYS[1]

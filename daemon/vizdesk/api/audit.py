@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+from collections.abc import Iterator
 from typing import Any
 
 import structlog
 from aiohttp import web
+
+from ..core.errors import VizdeskError
 
 _log = structlog.get_logger("vizdesk.audit")
 
@@ -70,3 +74,14 @@ def audit(
         path=request.path,  # never the query string: it may carry a ticket
         **fields,
     )
+
+
+@contextlib.contextmanager
+def denied_on_error(request: web.Request, action: str) -> Iterator[None]:
+    """Audit ``action`` as denied (with the error's code and field) when the block raises
+    an error the caller sees; the error propagates."""
+    try:
+        yield
+    except VizdeskError as exc:
+        audit(request, action, "denied", reason=exc.code, field=exc.field)
+        raise

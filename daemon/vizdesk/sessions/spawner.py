@@ -10,33 +10,40 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from .models import Session, SessionState, new_session_id, utcnow
+from ..contract.jobenv import session_job_env
+from ..core.errors import VizdeskError
+from ..core.submit import submit_failure, take_job_id
+from ..slurm.base import SlurmBackend, SlurmError, SlurmUnavailable, SubmitRequest
+from .model import Session, SessionState, new_session_id
 from .registrations import password_hash
-from .slurm.base import SlurmBackend, SlurmError, SlurmRejected, SlurmUnavailable, SubmitRequest
 
 if TYPE_CHECKING:
-    from .api.validation import SessionRequest
-    from .auth.types import Identity
-    from .config import Config
-    from .metrics import Metrics
+    from ..auth.types import Identity
+    from ..config import Config
+    from ..metrics import Metrics
     from .registrations import RegistrationManager
+    from .request import SessionRequest
     from .store import SessionStore
 
 log = structlog.get_logger("vizdesk.spawner")
 
 
-class SpawnError(Exception):
+class SpawnError(VizdeskError):
     """Slurm refused or could not be reached; the session was marked FAILED."""
 
     def __init__(self, status: int, code: str, message: str, session: Session) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+        super().__init__(status, code, message)
         self.session = session
 
 
 class Spawner:
+    """Role: start and stop desktops.
+
+    ``create`` makes the session record and its ACL user and submits the job script as
+    the caller (credentials only in the job's environment); ``stop`` asks Slurm to
+    cancel. Override ``job_env`` to hand a job more (keeping the contract's names).
+    """
+
     def __init__(
         self,
         cfg: Config,
@@ -53,21 +60,18 @@ class Spawner:
 
     def job_env(self, session: Session, acl_user: str, acl_password: str) -> dict[str, str]:
         """What the job gets in its environment (never on a command line)."""
-        env = {
-            "VIZDESK_SESSION_ID": session.id,
-            "VIZDESK_REDIS_URL": self.cfg.node_redis_url,
-            "VIZDESK_REDIS_USERNAME": acl_user,
-            "VIZDESK_REDIS_PASSWORD": acl_password,
-            "VIZDESK_REG_KEY": self.registrations.keys.registration(session.id),
-            "VIZDESK_REG_TTL": str(self.cfg.sessions.registration_ttl_seconds),
-            "VIZDESK_GEOMETRY": session.geometry,
-            "VIZDESK_COMMAND": self.cfg.node.vizdesk_command or "vizdesk",
-        }
-        if self.cfg.path:
-            env["VIZDESK_CONFIG"] = self.cfg.path
-        if session.image_path:
-            env["VIZDESK_IMAGE"] = session.image_path
-        return env
+        return session_job_env(
+            session_id=session.id,
+            redis_url=self.cfg.node_redis_url,
+            redis_username=acl_user,
+            redis_password=acl_password,
+            reg_key=self.registrations.keys.registration(session.id),
+            reg_ttl=self.cfg.sessions.registration_ttl_seconds,
+            geometry=session.geometry,
+            command=self.cfg.node.vizdesk_command or "vizdesk",
+            config_path=self.cfg.path,
+            image=session.image_path,
+        )
 
     async def create(
         self,
@@ -111,33 +115,20 @@ class Spawner:
         try:
             job_id = await self.backend.submit(submit)
         except SlurmError as exc:
-            rejected = isinstance(exc, SlurmRejected)
-            if rejected:
-                reason = f"Slurm refused the job: {exc}"
-            elif isinstance(exc, SlurmUnavailable):
-                reason = "scheduler unreachable"
-            else:  # misconfiguration (job script, submit prefix): logged in full
+            status, code, reason = submit_failure(exc)
+            if reason is None:  # misconfiguration (job script, submit prefix): logged in full
                 log.error("session.submit_error", session=session.id, error=str(exc))
                 reason = "submission failed (see the daemon log)"
             failed = await self._fail(session.id, reason)
-            self.metrics.session_failed(reason="submit_rejected" if rejected else "slurm_down")
-            raise SpawnError(
-                400 if rejected else 503,
-                "slurm_rejected" if rejected else "scheduler_unreachable",
-                reason,
-                failed or session,
-            ) from exc
+            self.metrics.session_failed(
+                reason="submit_rejected" if code == "slurm_rejected" else "slurm_down"
+            )
+            raise SpawnError(status, code, reason, failed or session) from exc
         except BaseException:
             await self._fail(session.id, "submission failed")
             raise
 
-        def set_job(s: Session) -> bool:
-            s.job_id = job_id
-            if s.reason == "submitting to Slurm":
-                s.reason = "queued in Slurm"
-            return True
-
-        stored = await self.store.update(session.id, set_job)
+        stored = await self.store.update(session.id, take_job_id(job_id))
         self.metrics.sessions_created.inc()
         log.info("session.submitted", session=session.id, user=identity.user, job_id=job_id)
         return stored or session
@@ -154,16 +145,9 @@ class Spawner:
         """Ask Slurm to cancel; the tracker moves STOPPING → ENDED when the job is gone."""
         if session.state.is_final:
             return session
-        now = utcnow()
-
-        def mark(s: Session) -> bool:
-            if s.state.is_final:
-                return False
-            s.stop_requested_at = s.stop_requested_at or now
-            s.last_cancel_at = now
-            return s.move(SessionState.STOPPING, f"stop requested by {by}") or True
-
-        updated = await self.store.update(session.id, mark) or session
+        updated = await self.store.request_stop(
+            session, SessionState.STOPPING, f"stop requested by {by}"
+        )
         if updated.job_id:
             try:
                 await self.backend.cancel(updated.job_id, updated.user)

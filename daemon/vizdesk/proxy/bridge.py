@@ -3,7 +3,7 @@
 The API handler checks the ticket, prepares the websocket (subprotocol ``binary``) and
 calls :func:`bridge_vnc` with the host Slurm reports for the job and the registered port
 and password. The bridge opens the TCP connection, performs the RFB security handshake
-itself (:mod:`vizdesk.rfb`: VNC Authentication toward the server, security type None
+itself (:mod:`vizdesk.proxy.rfb`: VNC Authentication toward the server, security type None
 toward the browser, so the password never leaves the head node) and then copies bytes
 both ways unchanged: binary frames ↔ TCP stream. Frames need not align with RFB
 messages; handshake bytes are reassembled in a buffer and whatever the browser sent
@@ -22,12 +22,13 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import structlog
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType
 
+from ..config import LimitsConfig
 from . import rfb
-from .config import LimitsConfig
 
 log = structlog.get_logger("vizdesk.proxy")
 
@@ -47,6 +48,21 @@ CONNECT_FAILED = "connect_failed"
 SERVER_ERROR = "server_error"
 
 
+class BrowserSocket(Protocol):
+    """The browser's side: a prepared websocket (the API hands in aiohttp's
+    ``web.WebSocketResponse``; the bridge needs only this, so it does not import the
+    web framework)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def receive(self) -> Any: ...
+
+    async def send_bytes(self, data: bytes, compress: int | None = None) -> None: ...
+
+    async def close(self, *, code: int = ..., message: bytes = ..., drain: bool = True) -> bool: ...
+
+
 class WebSocketClosed(Exception):
     """The browser side ended (or must be ended): ``reason`` and the close ``code`` to send."""
 
@@ -57,9 +73,9 @@ class WebSocketClosed(Exception):
 
 
 class WebSocketByteStream:
-    """:class:`vizdesk.rfb.ByteStream` over a websocket's binary frames, with a buffer."""
+    """:class:`vizdesk.proxy.rfb.ByteStream` over a websocket's binary frames, with a buffer."""
 
-    def __init__(self, ws: web.WebSocketResponse, max_message_bytes: int) -> None:
+    def __init__(self, ws: BrowserSocket, max_message_bytes: int) -> None:
         self.ws = ws
         self.max_message_bytes = max_message_bytes
         self._buf = bytearray()
@@ -78,8 +94,8 @@ class WebSocketByteStream:
             if msg.type is WSMsgType.TEXT:
                 raise WebSocketClosed(TEXT_FRAME, WSCloseCode.UNSUPPORTED_DATA)
             if msg.type is WSMsgType.ERROR:
-                code = getattr(msg.data, "code", None)
-                if code == WSCloseCode.MESSAGE_TOO_BIG:
+                error = msg.data
+                if isinstance(error, WebSocketError) and error.code == WSCloseCode.MESSAGE_TOO_BIG:
                     raise WebSocketClosed(MESSAGE_TOO_BIG, WSCloseCode.MESSAGE_TOO_BIG)
                 raise WebSocketClosed(CLIENT_CLOSED, None)
             if msg.type in (WSMsgType.PING, WSMsgType.PONG):
@@ -107,7 +123,7 @@ class WebSocketByteStream:
         return out
 
 
-async def _close_ws(ws: web.WebSocketResponse, code: int | None, message: str) -> None:
+async def _close_ws(ws: BrowserSocket, code: int | None, message: str) -> None:
     """Close the websocket (bounded in time; aborts the connection if it cannot be clean)."""
     if ws.closed:
         return
@@ -135,7 +151,7 @@ def _close_writer(writer: asyncio.StreamWriter | None) -> None:
 
 
 async def _pump(
-    ws: web.WebSocketResponse,
+    ws: BrowserSocket,
     browser: WebSocketByteStream,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
@@ -216,7 +232,7 @@ async def _pump(
 
 
 async def bridge_vnc(
-    ws: web.WebSocketResponse,
+    ws: BrowserSocket,
     host: str,
     port: int,
     password: str,
@@ -229,7 +245,7 @@ async def bridge_vnc(
 
     Reasons: ``server_closed``, ``client_closed``, ``idle_timeout``, ``slow_client``,
     ``text_frame``, ``message_too_big``, ``handshake_timeout``, ``server_error``, or the
-    :class:`vizdesk.rfb.RfbError` code of a failed handshake (``connect_failed``,
+    :class:`vizdesk.proxy.rfb.RfbError` code of a failed handshake (``connect_failed``,
     ``vnc_auth_failed``, ``vnc_refused``, ``vnc_security_type``, ``vnc_protocol``,
     ``vnc_eof``, ``client_protocol_error``).
     """

@@ -1,0 +1,95 @@
+"""What every handler shares: the caller's identity, the JSON body, the record in the
+path the caller may see, and the list / delete handlers of sessions and jobs alike."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from ..auth.types import Identity
+from ..contract.keys import SESSION_ID_RE
+from ..core.records import SlurmRecord
+from ..core.store import RecordStore
+from ..core.validate import ValidationError
+from .audit import audit
+from .context import ctx
+from .errors import ApiError
+
+R = TypeVar("R", bound=SlurmRecord[Any])
+
+RECORD_ID_RE = SESSION_ID_RE  # 16 lowercase hex digits: session and job ids alike
+
+
+def identity_of(request: web.Request) -> Identity:
+    identity: Identity = request["identity"]
+    return identity
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body as JSON: 413 when too large, 415/400 when not JSON."""
+    if request.content_type not in ("application/json", "application/octet-stream", ""):
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    raw = await request.read()  # raises 413 over client_max_size
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError(None, f"body is not valid JSON: {exc}", "invalid_json") from exc
+
+
+async def owned_record(
+    request: web.Request, identity: Identity, store: RecordStore[R], what: str
+) -> R:
+    """The ``what`` (session, job) in the path if the caller may see it; otherwise 404
+    (never 403: another user's record does not exist for the caller)."""
+    rid = request.match_info["id"]
+    if not RECORD_ID_RE.fullmatch(rid):
+        raise ApiError(404, "not_found", f"no such {what}")
+    record = await store.get(rid)
+    if record is None or (record.user != identity.user and not identity.is_admin):
+        raise ApiError(404, "not_found", f"no such {what}")
+    return record
+
+
+async def list_records(request: web.Request, store: RecordStore[R], plural: str) -> web.Response:
+    """The caller's records (admins: ``?all=true``), optionally ``?state=`` filtered."""
+    identity = identity_of(request)
+    want_all = request.query.get("all", "").lower() in ("1", "true", "yes")
+    if want_all and not identity.is_admin:
+        raise ApiError(403, "forbidden", f"only admins may list all {plural}", field="all")
+    found = await (store.list_all() if want_all else store.list_user(identity.user))
+    state = request.query.get("state")
+    if state:
+        found = [r for r in found if r.state.value == state.upper()]
+    return web.json_response({plural: [r.to_public() for r in found]})
+
+
+async def get_record(request: web.Request, store: RecordStore[R], what: str) -> web.Response:
+    record = await owned_record(request, identity_of(request), store, what)
+    return web.json_response(record.to_public())
+
+
+async def delete_record(
+    request: web.Request,
+    store: RecordStore[R],
+    what: str,
+    stop: Callable[[R, str], Awaitable[R]],
+    **audit_fields: Callable[[R], Any],
+) -> web.Response:
+    """Stop the record in the path (``by`` "user" or "admin NAME") → 202, audited."""
+    identity = identity_of(request)
+    try:
+        record = await owned_record(request, identity, store, what)
+    except ApiError:
+        audit(request, f"{what}.delete", "denied", **{what: request.match_info["id"][:32]})
+        raise
+    by = "admin " + identity.user if record.user != identity.user else "user"
+    updated = await stop(record, by)
+    ctx(request).tracker.poke()
+    extra = {k: f(record) for k, f in audit_fields.items()}
+    audit(request, f"{what}.delete", "ok", **{what: record.id}, owner=record.user, **extra)
+    return web.json_response(updated.to_public(), status=202)

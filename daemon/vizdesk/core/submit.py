@@ -1,0 +1,36 @@
+"""What submitting a record's job shares between sessions and batch jobs: how a Slurm
+failure is reported, and how the Slurm id is taken onto the record."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..slurm.base import SlurmError, SlurmRejected, SlurmUnavailable
+from .records import SlurmRecord
+
+SUBMITTING = "submitting to Slurm"  # the reason of a record until Slurm gave it an id
+
+
+def submit_failure(exc: SlurmError) -> tuple[int, str, str | None]:
+    """(HTTP status, code, reason) of a failed submission; reason None: neither refused
+    nor unreachable (a misconfiguration the caller logs)."""
+    reason: str | None = None
+    if isinstance(exc, SlurmRejected):
+        reason = f"Slurm refused the job: {exc}"
+        return 400, "slurm_rejected", reason
+    if isinstance(exc, SlurmUnavailable):
+        reason = "scheduler unreachable"
+    return 503, "scheduler_unreachable", reason
+
+
+def take_job_id(job_id: str) -> Callable[[SlurmRecord[Any]], bool]:
+    """A store mutation: the record's job is ``job_id`` in Slurm, and it is queued."""
+
+    def set_job(r: SlurmRecord[Any]) -> bool:
+        r.job_id = job_id
+        if r.reason == SUBMITTING:
+            r.reason = "queued in Slurm"
+        return True
+
+    return set_job

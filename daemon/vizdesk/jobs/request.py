@@ -1,0 +1,116 @@
+"""A batch job request (``POST /api/v1/jobs`` body), typed and ranged; nothing resolved.
+
+Either a template with its parameters, or (when allowed) an image and a command; the
+resources are optional overrides checked again against the template's limits later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import Config
+from ..core.validate import (
+    NAME_RE,
+    ValidationError,
+    name_field,
+    opt_int_field,
+    reject_unknown,
+    require_object,
+)
+from .templates import MODES, RESOURCES
+
+JOB_FIELDS = frozenset(
+    {"template", "parameters", "image", "command", "app", "mode", "partition", *RESOURCES}
+)
+ADHOC_ONLY = ("image", "command", "app", "mode")
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A POST body, typed and ranged (nothing resolved yet)."""
+
+    template: str | None = None
+    parameters: dict[str, Any] | None = None
+    image: str | None = None
+    command: tuple[str, ...] | None = None
+    app: str | None = None
+    mode: str | None = None
+    partition: str | None = None
+    cpus: int | None = None
+    memory_gb: int | None = None
+    gpus: int | None = None
+    time_limit_minutes: int | None = None
+
+
+def check_argv(argv: Any, cfg: Config, field: str, *, allow_empty: bool) -> tuple[str, ...]:
+    """A command line: a list of strings within the configured size limits, no NUL."""
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        raise ValidationError(field, f"{field} must be a list of strings (an argv)")
+    if not argv and not allow_empty:
+        raise ValidationError(field, f"{field} must not be empty")
+    limits = cfg.jobs
+    if len(argv) > limits.max_command_args:
+        raise ValidationError(field, f"{field} has more than {limits.max_command_args} elements")
+    size = sum(len(a.encode()) for a in argv)
+    if size > limits.max_command_bytes:
+        raise ValidationError(field, f"{field} is {size} bytes; at most {limits.max_command_bytes}")
+    if any("\x00" in a for a in argv):
+        raise ValidationError(field, f"{field} must not contain NUL characters")
+    return tuple(argv)
+
+
+def validate_job_request(body: Any, cfg: Config) -> JobRequest:
+    """Type-check a POST /api/v1/jobs body; every error names its field."""
+    body = require_object(body)
+    reject_unknown(body, JOB_FIELDS)
+    s = cfg.sessions
+    template = body.get("template")
+    if template is not None and (not isinstance(template, str) or not NAME_RE.fullmatch(template)):
+        raise ValidationError("template", "template must be a template name")
+    if template is not None:
+        for name in ADHOC_ONLY:
+            if body.get(name) is not None:
+                raise ValidationError(name, f"{name} is set by the template; leave it out")
+    else:
+        if body.get("parameters") is not None:
+            raise ValidationError("parameters", "parameters need a template")
+        if body.get("image") is None and not cfg.jobs.allow_host_commands:
+            raise ValidationError("image", "give a template, or an image and a command")
+    image = body.get("image")
+    if image is not None and (not isinstance(image, str) or not 0 < len(image) <= 256):
+        raise ValidationError("image", "image must be an image catalog id or name")
+    mode = body.get("mode")
+    if mode is not None and mode not in MODES:
+        raise ValidationError("mode", "mode must be exec or run")
+    app = body.get("app")
+    if app is not None and (not isinstance(app, str) or not NAME_RE.fullmatch(app)):
+        raise ValidationError("app", "app must be 1-64 letters, digits, '_', '.', '-'")
+    if app is not None and image is None:
+        raise ValidationError("app", "an app needs an image")
+    command: tuple[str, ...] | None = None
+    if template is None:
+        if mode == "run" and image is None:
+            raise ValidationError("mode", "mode run needs an image")
+        raw = body.get("command")
+        if raw is None and mode != "run":
+            raise ValidationError("command", "command is required (an argv list)")
+        command = check_argv(
+            raw if raw is not None else [], cfg, "command", allow_empty=mode == "run"
+        )
+    parameters = body.get("parameters")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise ValidationError("parameters", "parameters must be a JSON object")
+    return JobRequest(
+        template=template,
+        parameters=parameters,
+        image=image,
+        command=command,
+        app=app,
+        mode=mode,
+        partition=name_field(body, "partition", None),
+        cpus=opt_int_field(body, "cpus", 1, s.max_cpus),
+        memory_gb=opt_int_field(body, "memory_gb", 1, s.max_memory_gb),
+        gpus=opt_int_field(body, "gpus", 0, s.max_gpus),
+        time_limit_minutes=opt_int_field(body, "time_limit_minutes", 1, s.max_time_limit_minutes),
+    )

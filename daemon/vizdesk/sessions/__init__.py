@@ -1,0 +1,1 @@
+"""Desktop sessions: the record, its request, store, spawner, ACL users and tracking."""

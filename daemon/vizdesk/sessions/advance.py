@@ -1,0 +1,275 @@
+"""How a desktop session follows its Slurm job: the session kind of :class:`RecordTracker`.
+
+``PENDING`` (queued, with Slurm's reason) → ``STARTING`` (running, no registration yet)
+→ ``READY`` (registration seen and valid) → ``STOPPING`` (cancel requested) → ``ENDED``,
+or ``FAILED`` (with a reason). A registration seen while Slurm says the job is not
+running is dropped; one that is invalid fails the session; a READY desktop whose
+registration stays away longer than its TTL is cancelled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import structlog
+
+from ..contract.registration import Registration, RegistrationRejected
+from ..core.records import utcnow
+from ..core.tracked import Outcome, Outcomes, RecordTracker, TrackEvents
+from ..slurm.base import JobState, JobStatus, SlurmBackend
+from .model import Session, SessionState
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..metrics import Metrics
+    from .registrations import RegistrationManager
+    from .store import SessionStore
+
+log = structlog.get_logger("vizdesk.tracker")
+
+# Slurm's final states → (session state, reason). Stop requests, vizdesk's own cancels
+# and a job that completed before its desktop was ready come first (see finished()).
+FINISHED: dict[JobState, tuple[SessionState, str]] = {
+    JobState.CANCELLED: (SessionState.ENDED, "job cancelled outside vizdesk (scancel or admin)"),
+    JobState.COMPLETED: (SessionState.ENDED, "desktop session ended"),
+    JobState.TIMEOUT: (SessionState.ENDED, "time limit reached"),
+    JobState.PREEMPTED: (SessionState.ENDED, "preempted by Slurm"),
+    JobState.DEADLINE: (SessionState.ENDED, "deadline reached"),
+    JobState.NODE_FAIL: (SessionState.FAILED, "node failure"),
+    JobState.OUT_OF_MEMORY: (SessionState.FAILED, "out of memory"),
+    JobState.BOOT_FAIL: (SessionState.FAILED, "node boot failure"),
+}
+
+OUTCOMES = Outcomes(
+    queued={
+        JobState.PENDING: (SessionState.PENDING, "queued"),
+        JobState.SUSPENDED: (SessionState.PENDING, "suspended"),
+    },
+    gone=(SessionState.ENDED, "job no longer known to Slurm"),
+    wrong_user=(SessionState.FAILED, "job belongs to another user"),
+    stale_submission=(SessionState.FAILED, "submission never completed"),
+)
+
+
+def stopped_reason(session: Session) -> str:
+    """ "stopped by user" or "stopped by admin NAME", from the STOPPING reason."""
+    by = session.reason.removeprefix("stop requested by ")
+    return f"stopped by {by}" if by != session.reason else "stopped by user"
+
+
+def finished_outcome(status: JobStatus, session: Session) -> tuple[SessionState, str]:
+    """Final session state and reason for a job Slurm reports as finished."""
+    if session.stop_requested_at is not None:
+        return SessionState.ENDED, stopped_reason(session)
+    if session.cancel_reason and status.state == JobState.CANCELLED:
+        return SessionState.FAILED, session.cancel_reason
+    if status.state == JobState.COMPLETED and session.ready_at is None:
+        return SessionState.FAILED, "job ended before the desktop was ready"
+    if status.state in FINISHED:
+        return FINISHED[status.state]
+    code = f" (exit code {status.exit_code})" if status.exit_code is not None else ""
+    return SessionState.FAILED, f"job failed{code}"
+
+
+class SessionTracking(RecordTracker[Session, SessionState]):
+    """The tracked source of desktop sessions (registrations, start timeout, usage)."""
+
+    KIND = "session"
+    OUTCOMES = OUTCOMES
+    EVENTS = TrackEvents(
+        user_mismatch="tracker.job_user_mismatch",
+        cancel_failed="tracker.cancel_failed",
+        track_error="tracker.session_error",
+        finished="session.finished",
+    )
+    START_BEFORE_RUNNING = True
+
+    def __init__(
+        self,
+        cfg: Config,
+        backend: SlurmBackend,
+        store: SessionStore,
+        registrations: RegistrationManager,
+        metrics: Metrics,
+    ) -> None:
+        super().__init__(backend, store, SessionState, metrics.sessions_active)
+        self.cfg = cfg
+        self.registrations = registrations
+        self.metrics = metrics
+        self._gauge_labels: dict[str, tuple[str, str, str]] = {}
+        self._gpu_labels: dict[str, list[tuple[str, str, str, str]]] = {}
+
+    async def restore_credentials(self) -> int:
+        """Re-create the ACL user of every live session (they live in Redis's memory
+        only); returns how many."""
+        restored = 0
+        for s in await self.store.get_many(await self.store.active_ids()):
+            if s.acl_hash and not s.state.is_final:
+                await self.registrations.restore_credentials(s.id, s.acl_hash)
+                restored += 1
+        return restored
+
+    # ------------------------------------------------------------ outcomes
+
+    def finished(self, record: Session, status: JobStatus) -> Outcome[SessionState]:
+        return finished_outcome(status, record)
+
+    def stopped(self, record: Session) -> Outcome[SessionState]:
+        return SessionState.ENDED, stopped_reason(record)
+
+    async def queued(self, record: Session, status: JobStatus) -> Session | None:
+        await self._reject_early_registration(record, status)
+        return await super().queued(record, status)
+
+    async def running(self, record: Session, status: JobStatus) -> Session | None:
+        session = record
+        try:
+            reg = await self.registrations.load(session.id)
+        except RegistrationRejected as exc:
+            log.warning(
+                "registration.rejected",
+                session=session.id,
+                user=session.user,
+                job_id=session.job_id,
+                error=str(exc),
+            )
+            await self.cancel_in_slurm(session)
+            return await self._finish(
+                session, SessionState.FAILED, f"registration rejected: {exc}", status
+            )
+        if reg is not None:
+            self._observe_usage(session, status, reg)
+            return await self._apply(session, SessionState.READY, "desktop ready", status, reg)
+        if session.state == SessionState.READY:
+            # The wrapper removed its registration (it is shutting down: scancel, time
+            # limit, logout: Slurm's final job state will say why) or its heartbeat stopped
+            # (or Redis restarted: the wrapper re-registers within a heartbeat). After a
+            # grace of one registration TTL the job is cancelled.
+            return await self._missing_registration(session)
+        started = status.start_time or session.started_at or utcnow()
+        if utcnow() - started > timedelta(seconds=self.cfg.sessions.start_timeout_seconds):
+            await self.cancel_in_slurm(session)
+            return await self._finish(
+                session, SessionState.FAILED, "desktop did not start in time", status
+            )
+        node = status.batch_host or status.nodes
+        return await self._apply(session, SessionState.STARTING, f"starting on {node}", status)
+
+    async def on_finished(
+        self, record: Session, updated: Session | None, state: SessionState, reason: str
+    ) -> None:
+        await self.registrations.delete_credentials(record.id)
+        self._forget_usage(record.id)
+        if updated and state == SessionState.FAILED:
+            self.metrics.session_failed(reason.split(":")[0].split(" (")[0])
+
+    # ------------------------------------------------------------ registrations
+
+    async def _reject_early_registration(self, session: Session, status: JobStatus) -> None:
+        """A registration while Slurm says the job is not running is not trusted: drop it."""
+        key = self.registrations.keys.registration(session.id)
+        if await self.store.redis.exists(key):
+            log.warning(
+                "registration.rejected",
+                session=session.id,
+                user=session.user,
+                job_id=session.job_id,
+                error=f"job is {status.state.value}, not running",
+            )
+            await self.store.redis.delete(key)
+
+    async def _missing_registration(self, session: Session) -> Session | None:
+        now = utcnow()
+        since = session.reg_missing_since
+        grace = timedelta(seconds=self.cfg.sessions.registration_ttl_seconds)
+        if since is None:
+
+            def mark(s: Session) -> bool:
+                if s.state != SessionState.READY or s.reg_missing_since is not None:
+                    return False
+                s.reg_missing_since = now
+                return True
+
+            log.info("session.registration_missing", session=session.id, user=session.user)
+            return await self.store.update(session.id, mark)
+        if now - since <= grace:
+            return session
+        reason = "desktop stopped responding (heartbeat lost)"
+
+        def stopping(s: Session) -> bool:
+            if s.state != SessionState.READY:
+                return False
+            s.cancel_reason = reason
+            return s.move(SessionState.STOPPING, reason)
+
+        log.warning("session.heartbeat_lost", session=session.id, user=session.user)
+        updated = await self.store.update(session.id, stopping)
+        await self.cancel_in_slurm(updated or session)
+        return updated
+
+    async def _apply(
+        self,
+        session: Session,
+        state: SessionState,
+        reason: str,
+        status: JobStatus,
+        reg: Registration | None = None,
+    ) -> Session | None:
+        def registered(s: Session) -> bool:
+            changed = False
+            if reg is not None and s.port != reg.port:
+                s.port, changed = reg.port, True
+            if reg is not None and s.reg_missing_since is not None:
+                s.reg_missing_since, changed = None, True
+            return changed
+
+        before = session.state
+        updated = await self._observe(session, state, reason, status, also=registered)
+        if updated and before != SessionState.READY and updated.state == SessionState.READY:
+            elapsed = ((updated.ready_at or utcnow()) - updated.created_at).total_seconds()
+            self.metrics.session_start.observe(elapsed)
+            log.info(
+                "session.ready",
+                session=updated.id,
+                user=updated.user,
+                node=updated.node,
+                start_seconds=round(elapsed, 3),
+            )
+        return updated
+
+    # ------------------------------------------------------------ usage gauges
+
+    def _observe_usage(self, session: Session, status: JobStatus, reg: Registration) -> None:
+        node = status.batch_host or ""
+        labels = (session.id, session.user, node)
+        self._gauge_labels[session.id] = labels
+        cpu = reg.raw.get("cpu_percent")
+        mem = reg.raw.get("memory_bytes")
+        if isinstance(cpu, (int, float)):
+            self.metrics.session_cpu.labels(*labels).set(cpu)
+        if isinstance(mem, (int, float)):
+            self.metrics.session_mem.labels(*labels).set(mem)
+        gpu_labels = []
+        for gpu in reg.raw.get("gpus") or []:
+            if not isinstance(gpu, dict):
+                continue
+            gl = (*labels, str(gpu.get("index", "?")))
+            gpu_labels.append(gl)
+            if isinstance(gpu.get("utilization"), (int, float)):
+                self.metrics.session_gpu_util.labels(*gl).set(gpu["utilization"])
+            if isinstance(gpu.get("memory_used"), (int, float)):
+                self.metrics.session_gpu_mem.labels(*gl).set(gpu["memory_used"])
+        self._gpu_labels[session.id] = gpu_labels
+
+    def _forget_usage(self, sid: str) -> None:
+        labels = self._gauge_labels.pop(sid, None)
+        if labels:
+            for g in (self.metrics.session_cpu, self.metrics.session_mem):
+                with contextlib.suppress(KeyError):
+                    g.remove(*labels)
+        for gl in self._gpu_labels.pop(sid, []):
+            for g in (self.metrics.session_gpu_util, self.metrics.session_gpu_mem):
+                with contextlib.suppress(KeyError):
+                    g.remove(*gl)

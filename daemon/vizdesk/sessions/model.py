@@ -1,0 +1,84 @@
+"""The desktop session record and its state machine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar
+
+from ..core.records import RecordState, SlurmRecord, StateMachine, new_id
+
+
+class SessionState(RecordState):
+    PENDING = "PENDING"  # submitted, queued in Slurm (reason = Slurm's reason)
+    STARTING = "STARTING"  # job running, no valid registration yet
+    READY = "READY"  # registration seen and valid: connectable
+    STOPPING = "STOPPING"  # cancel requested, job not gone yet
+    ENDED = "ENDED"  # job gone (reason says why)
+    FAILED = "FAILED"  # could not start or broke (reason says why)
+
+    @property
+    def is_final(self) -> bool:
+        return self in (SessionState.ENDED, SessionState.FAILED)
+
+
+# Allowed transitions (anything may go to FAILED/ENDED/STOPPING; final states are final).
+MACHINE = StateMachine(
+    stopping=SessionState.STOPPING,
+    next={
+        SessionState.PENDING: frozenset({SessionState.STARTING, SessionState.READY}),
+        SessionState.STARTING: frozenset({SessionState.PENDING, SessionState.READY}),
+        SessionState.READY: frozenset({SessionState.STARTING}),
+    },
+)
+
+
+def can_move(src: SessionState, dst: SessionState) -> bool:
+    """True when the state machine allows ``src`` → ``dst``."""
+    return MACHINE.can_move(src, dst)
+
+
+def new_session_id() -> str:
+    return new_id()
+
+
+PUBLIC_FIELDS = (
+    "id",
+    "user",
+    "state",
+    "reason",
+    "job_id",
+    "node",
+    "image",
+    "partition",
+    "cpus",
+    "memory_gb",
+    "gpus",
+    "time_limit_minutes",
+    "geometry",
+    "created_at",
+    "started_at",
+    "ready_at",
+    "ended_at",
+)
+
+
+@dataclass(kw_only=True)
+class Session(SlurmRecord[SessionState]):
+    """One desktop session. Never holds the VNC password or the registration secret."""
+
+    PUBLIC_FIELDS: ClassVar[tuple[str, ...]] = PUBLIC_FIELDS
+    MACHINE: ClassVar[StateMachine[SessionState]] = MACHINE
+
+    geometry: str
+    state: SessionState = SessionState.PENDING
+    ready_at: datetime | None = None
+    port: int | None = None  # registered VNC port (internal)
+    acl_hash: str | None = None  # SHA-256 of the registration password (to restore the ACL user)
+    reg_missing_since: datetime | None = None  # READY but registration not seen since
+    cancel_reason: str | None = None  # why vizdesk itself cancelled the job
+
+    def stamp(self, dst: SessionState, now: datetime) -> None:
+        if dst == SessionState.READY and self.ready_at is None:
+            self.ready_at = now
+        super().stamp(dst, now)
