@@ -118,7 +118,8 @@ def stop_daemon(proc: subprocess.Popen[bytes]) -> None:
 async def seed_sessions(r: aioredis.Redis, prefix: str) -> list[str]:
     """50 READY sessions of ``alice`` stored directly (no Slurm job), out of the active set."""
     from vizdesk.contract.keys import Keys
-    from vizdesk.sessions.model import Session, SessionState, new_session_id, utcnow
+    from vizdesk.core.records import utcnow
+    from vizdesk.sessions.model import Session, SessionState, new_session_id
     from vizdesk.sessions.store import SessionStore
 
     keys = Keys(prefix)

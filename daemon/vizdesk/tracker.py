@@ -12,45 +12,28 @@ import asyncio
 import contextlib
 import json
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import structlog
 from redis.exceptions import RedisError
 
 from .core.tracked import TrackedSource
 from .sessions.advance import SessionTracking
+from .sessions.role import SessionRole
 from .slurm.base import SlurmError
-
-if TYPE_CHECKING:
-    from .config import Config
-    from .metrics import Metrics
-    from .sessions.registrations import RegistrationManager
-    from .sessions.store import SessionStore
-    from .slurm.base import SlurmBackend
 
 log = structlog.get_logger("vizdesk.tracker")
 
 
-class Tracker:
+@dataclass(eq=False)
+class Tracker(SessionRole):
     """Role: the loop. Ticks every ``slurm.poll_interval_seconds`` (or at once after
     :meth:`poke`), asks Slurm once for the ids of every source in ``sources`` and hands
     each source its answer; notices a Redis restart and has the session ACL users
     re-created. Add a source by appending a :class:`TrackedSource` to ``sources``."""
 
-    def __init__(
-        self,
-        cfg: Config,
-        backend: SlurmBackend,
-        store: SessionStore,
-        registrations: RegistrationManager,
-        metrics: Metrics,
-    ) -> None:
-        self.cfg = cfg
-        self.backend = backend
-        self.store = store
-        self.registrations = registrations
-        self.metrics = metrics
-        self.sessions = SessionTracking(cfg, backend, store, registrations, metrics)
+    def __post_init__(self) -> None:
+        self.sessions = SessionTracking(self)
         self.sources: list[TrackedSource] = [self.sessions]
         self.slurm_ok: bool | None = None  # None until the first query
         self.last_tick: float = 0.0

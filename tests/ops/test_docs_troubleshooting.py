@@ -20,6 +20,7 @@ SOURCES = [
     PKG / "sessions" / "spawner.py",
     PKG / "contract" / "registration.py",
     PKG / "core" / "submit.py",
+    PKG / "core" / "tracked.py",
 ]
 REASON_CALLS = {"_finish", "_apply", "move", "_fail"}
 

@@ -29,17 +29,5 @@ class AuthError(VizdeskError):
     (slow down, with ``Retry-After`` when ``retry_after`` is set).
     """
 
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        field: str | None = None,
-        retry_after: int | None = None,
-    ) -> None:
-        headers = {"Retry-After": str(retry_after)} if retry_after else {}
-        if status == 401:
-            headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-        super().__init__(status, code, message, field=field, headers=headers)
-        self.retry_after = retry_after
+    def more_headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer error="invalid_token"'} if self.status == 401 else {}

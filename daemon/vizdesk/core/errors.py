@@ -15,7 +15,8 @@ class VizdeskError(Exception):
 
     Contract for subclasses: set ``status`` (HTTP status), ``code`` (stable, machine
     readable), ``message`` (for people, never a secret), ``field`` (the offending request
-    field, or None) and ``headers`` (extra response headers, e.g. ``Retry-After``).
+    field, or None), ``headers`` (extra response headers) and ``retry_after`` (seconds,
+    sent as ``Retry-After``).
     """
 
     def __init__(
@@ -26,10 +27,17 @@ class VizdeskError(Exception):
         *,
         field: str | None = None,
         headers: dict[str, str] | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
-        self.headers = headers or {}
+        self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after)} if retry_after else {}
+        self.headers.update(headers or self.more_headers())
+
+    def more_headers(self) -> dict[str, str]:
+        """Headers a subclass adds when the raiser gives none (default: none)."""
+        return {}

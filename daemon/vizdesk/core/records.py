@@ -128,6 +128,11 @@ class StateMachine(Generic[S]):
         return dst in self.next.get(src, frozenset())
 
 
+#: The public fields every record kind shows first, and its resources (in this order).
+PUBLIC_HEAD = ("id", "user", "state", "reason", "job_id", "node")
+PUBLIC_RESOURCES = ("partition", "cpus", "memory_gb", "gpus", "time_limit_minutes")
+
+
 @dataclass(kw_only=True)
 class SlurmRecord(JsonRecord, Generic[S]):
     """A record that follows one Slurm job (a desktop session, a batch job).

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
+from ..contract.keys import Keys
 from .records import SlurmRecord, utcnow
 
 R = TypeVar("R", bound=SlurmRecord[Any])
@@ -62,31 +63,24 @@ async def atomic_update(
 class RecordStore(Generic[R]):
     """Persistence of one record kind.
 
-    Subclasses pass the kind's key builders to ``__init__`` and may override
-    :meth:`list_all` (how every record is found) and :meth:`_queue_create` (extra
-    indexes written with a new record).
+    Override: ``record_type``, ``kind`` (the event type) and :meth:`layout` (the kind's
+    keys); optionally :meth:`list_all` (how every record is found) and
+    :meth:`_queue_create` (extra indexes written with a new record).
     """
 
-    def __init__(
-        self,
-        redis: aioredis.Redis,
-        record_type: type[R],
-        kind: str,
-        *,
-        key: Callable[[str], str],
-        user_index: Callable[[str], str],
-        active_set: str,
-        events_channel: str,
-        retention_seconds: int,
-    ) -> None:
+    record_type: type[R]
+    kind: str
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, retention_seconds: int) -> None:
         self.redis = redis
-        self.record_type = record_type
-        self.kind = kind
-        self.key = key
-        self.user_index = user_index
-        self.active_set = active_set
-        self.events_channel = events_channel
+        self.keys = keys
         self.retention = retention_seconds
+        self.events_channel = keys.events_channel
+        self.key, self.user_index, self.active_set = self.layout(keys)
+
+    def layout(self, keys: Keys) -> tuple[Callable[[str], str], Callable[[str], str], str]:
+        """(record key of an id, user index key of a user, active set key)."""
+        raise NotImplementedError
 
     async def create(self, record: R) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

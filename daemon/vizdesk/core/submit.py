@@ -4,10 +4,13 @@ failure is reported, and how the Slurm id is taken onto the record."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ..slurm.base import SlurmError, SlurmRejected, SlurmUnavailable
+from .errors import VizdeskError
 from .records import SlurmRecord
+
+R = TypeVar("R", bound=SlurmRecord[Any])
 
 SUBMITTING = "submitting to Slurm"  # the reason of a record until Slurm gave it an id
 
@@ -34,3 +37,11 @@ def take_job_id(job_id: str) -> Callable[[SlurmRecord[Any]], bool]:
         return True
 
     return set_job
+
+
+class SubmitError(VizdeskError, Generic[R]):
+    """Slurm refused the job or could not be reached; ``record`` was marked FAILED."""
+
+    def __init__(self, status: int, code: str, message: str, record: R) -> None:
+        super().__init__(status, code, message)
+        self.record = record

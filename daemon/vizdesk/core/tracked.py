@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -50,14 +50,24 @@ class TrackedSource(Protocol):
         ...
 
 
+QUEUED = frozenset({JobState.PENDING, JobState.SUSPENDED})
+
+
 @dataclass(frozen=True)
 class Outcomes(Generic[S]):
     """A record kind's answers to the cases every kind shares."""
 
-    queued: Mapping[JobState, Outcome[S]]  # live, not running: (state, default reason)
+    queued: Outcome[S]  # pending in Slurm: (state, reason when Slurm gives none)
     gone: Outcome[S]  # Slurm no longer knows the job (and no stop was requested)
-    wrong_user: Outcome[S]  # the job runs as somebody else
-    stale_submission: Outcome[S]  # no Slurm id long after the record was created
+    failed: S  # the job runs as somebody else, or was never submitted
+
+    @property
+    def wrong_user(self) -> Outcome[S]:
+        return self.failed, "job belongs to another user"
+
+    @property
+    def stale_submission(self) -> Outcome[S]:
+        return self.failed, "submission never completed"
 
 
 @dataclass(frozen=True)
@@ -173,7 +183,7 @@ class RecordTracker(Generic[R, S]):
             if self.FOLLOW_WHILE_STOPPING:
                 return await self._observe(record, None, "", status)
             return record
-        if status.state in outcomes.queued:
+        if status.state in QUEUED:
             return await self.queued(record, status)
         if status.state.is_running:
             return await self.running(record, status)
@@ -189,7 +199,9 @@ class RecordTracker(Generic[R, S]):
 
     async def queued(self, record: R, status: JobStatus) -> R | None:
         """A pending or suspended job: the ``queued`` outcome with Slurm's reason."""
-        state, default = self.OUTCOMES.queued[status.state]
+        state, default = self.OUTCOMES.queued
+        if status.state == JobState.SUSPENDED:
+            default = "suspended"
         return await self._observe(record, state, f"queued: {status.reason or default}", status)
 
     async def running(self, record: R, status: JobStatus) -> R | None:

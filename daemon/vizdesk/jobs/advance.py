@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..core.tracked import Outcome, Outcomes, RecordTracker, TrackEvents
-from ..slurm.base import JobState, JobStatus, SlurmBackend
+from ..slurm.base import JobStatus, SlurmBackend
 from .model import BatchJob, BatchJobState, final_outcome
 
 if TYPE_CHECKING:
@@ -18,13 +18,9 @@ if TYPE_CHECKING:
     from .store import JobStore
 
 OUTCOMES = Outcomes(
-    queued={
-        JobState.PENDING: (BatchJobState.QUEUED, "waiting"),
-        JobState.SUSPENDED: (BatchJobState.QUEUED, "suspended"),
-    },
+    queued=(BatchJobState.QUEUED, "waiting"),  # or "suspended"
     gone=(BatchJobState.FAILED, "job vanished from Slurm; its outcome is unknown"),
-    wrong_user=(BatchJobState.FAILED, "job belongs to another user"),
-    stale_submission=(BatchJobState.FAILED, "submission never completed"),
+    failed=BatchJobState.FAILED,
 )
 
 

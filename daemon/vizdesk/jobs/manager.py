@@ -10,14 +10,14 @@ on the tracker's ONE batched query per tick, together with the desktop sessions.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from ..auth.types import AuthError
-from ..core.errors import VizdeskError
-from ..core.submit import SUBMITTING, submit_failure, take_job_id
+from ..core.submit import SUBMITTING, SubmitError, submit_failure, take_job_id
 from ..core.validate import ValidationError, check_partition
 from ..images.catalog import ImageCatalog
 from ..images.resolve import resolve_image
@@ -40,12 +40,12 @@ if TYPE_CHECKING:
 log = structlog.get_logger("vizdesk.jobs")
 
 
-class JobSubmitError(VizdeskError):
+class JobSubmitError(SubmitError[BatchJob]):
     """Slurm refused the job or could not be reached; the job was marked FAILED."""
 
-    def __init__(self, status: int, code: str, message: str, job: BatchJob) -> None:
-        super().__init__(status, code, message)
-        self.job = job
+    @property
+    def job(self) -> BatchJob:
+        return self.record
 
 
 @dataclass(frozen=True)
@@ -153,12 +153,7 @@ class JobManager(JobTracking):
             "gpus": (0, s.max_gpus),
             "time_limit_minutes": (s.default_time_limit_minutes, s.max_time_limit_minutes),
         }
-        asked = {
-            "cpus": req.cpus,
-            "memory_gb": req.memory_gb,
-            "gpus": req.gpus,
-            "time_limit_minutes": req.time_limit_minutes,
-        }
+        asked = dataclasses.asdict(req)
         for key in RESOURCES:
             if tmpl is not None:
                 r = tmpl.resources[key]

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..core.records import RecordState, SlurmRecord, StateMachine, new_id
+from ..core.records import (
+    PUBLIC_HEAD,
+    PUBLIC_RESOURCES,
+    RecordState,
+    SlurmRecord,
+    StateMachine,
+    new_id,
+)
 from ..slurm.base import JobState, JobStatus
 
 
@@ -41,30 +48,16 @@ MACHINE = StateMachine(
 )
 
 
-def can_move(src: BatchJobState, dst: BatchJobState) -> bool:
-    """True when ``src`` → ``dst`` is allowed (final states are final)."""
-    return MACHINE.can_move(src, dst)
-
-
-def new_job_id() -> str:
-    return new_id()
+can_move = MACHINE.can_move  # True when src → dst is allowed (final states are final)
+new_job_id = new_id
 
 
 PUBLIC_FIELDS = (
-    "id",
-    "user",
-    "state",
-    "reason",
-    "job_id",
-    "node",
+    *PUBLIC_HEAD,
     "template",
     "image",
     "app",
-    "partition",
-    "cpus",
-    "memory_gb",
-    "gpus",
-    "time_limit_minutes",
+    *PUBLIC_RESOURCES,
     "exit_code",
     "output_path",
     "created_at",

@@ -3,7 +3,7 @@ jobs by SCAN over ``keys.job("*")``)."""
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
+from collections.abc import Callable
 
 from ..contract.keys import Keys
 from ..core.store import RecordStore
@@ -13,15 +13,8 @@ from .model import BatchJob
 class JobStore(RecordStore[BatchJob]):
     """Batch jobs in Redis under ``keys.job(id)``; see :class:`RecordStore`."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, retention_seconds: int) -> None:
-        super().__init__(
-            redis,
-            BatchJob,
-            "job",
-            key=keys.job,
-            user_index=keys.user_jobs,
-            active_set=keys.active_jobs,
-            events_channel=keys.events_channel,
-            retention_seconds=retention_seconds,
-        )
-        self.keys = keys
+    record_type = BatchJob
+    kind = "job"
+
+    def layout(self, keys: Keys) -> tuple[Callable[[str], str], Callable[[str], str], str]:
+        return keys.job, keys.user_jobs, keys.active_jobs

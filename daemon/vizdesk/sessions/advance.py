@@ -18,13 +18,11 @@ import structlog
 from ..contract.registration import Registration, RegistrationRejected
 from ..core.records import utcnow
 from ..core.tracked import Outcome, Outcomes, RecordTracker, TrackEvents
-from ..slurm.base import JobState, JobStatus, SlurmBackend
+from ..slurm.base import JobState, JobStatus
 from .model import Session, SessionState
 
 if TYPE_CHECKING:
-    from ..config import Config
-    from ..metrics import Metrics
-    from .registrations import RegistrationManager
+    from .role import SessionRole
     from .store import SessionStore
 
 log = structlog.get_logger("vizdesk.tracker")
@@ -43,13 +41,9 @@ FINISHED: dict[JobState, tuple[SessionState, str]] = {
 }
 
 OUTCOMES = Outcomes(
-    queued={
-        JobState.PENDING: (SessionState.PENDING, "queued"),
-        JobState.SUSPENDED: (SessionState.PENDING, "suspended"),
-    },
+    queued=(SessionState.PENDING, "queued"),  # or "suspended"
     gone=(SessionState.ENDED, "job no longer known to Slurm"),
-    wrong_user=(SessionState.FAILED, "job belongs to another user"),
-    stale_submission=(SessionState.FAILED, "submission never completed"),
+    failed=SessionState.FAILED,
 )
 
 
@@ -86,18 +80,10 @@ class SessionTracking(RecordTracker[Session, SessionState]):
     )
     START_BEFORE_RUNNING = True
 
-    def __init__(
-        self,
-        cfg: Config,
-        backend: SlurmBackend,
-        store: SessionStore,
-        registrations: RegistrationManager,
-        metrics: Metrics,
-    ) -> None:
-        super().__init__(backend, store, SessionState, metrics.sessions_active)
-        self.cfg = cfg
-        self.registrations = registrations
-        self.metrics = metrics
+    def __init__(self, role: SessionRole) -> None:
+        super().__init__(role.backend, role.store, SessionState, role.metrics.sessions_active)
+        self.store: SessionStore = role.store
+        self.cfg, self.registrations, self.metrics = role.cfg, role.registrations, role.metrics
         self._gauge_labels: dict[str, tuple[str, str, str]] = {}
         self._gpu_labels: dict[str, list[tuple[str, str, str, str]]] = {}
 

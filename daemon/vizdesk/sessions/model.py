@@ -6,7 +6,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
-from ..core.records import RecordState, SlurmRecord, StateMachine, new_id
+from ..core.records import (
+    PUBLIC_HEAD,
+    PUBLIC_RESOURCES,
+    RecordState,
+    SlurmRecord,
+    StateMachine,
+    new_id,
+)
 
 
 class SessionState(RecordState):
@@ -33,28 +40,14 @@ MACHINE = StateMachine(
 )
 
 
-def can_move(src: SessionState, dst: SessionState) -> bool:
-    """True when the state machine allows ``src`` → ``dst``."""
-    return MACHINE.can_move(src, dst)
-
-
-def new_session_id() -> str:
-    return new_id()
+can_move = MACHINE.can_move  # True when the state machine allows src → dst
+new_session_id = new_id
 
 
 PUBLIC_FIELDS = (
-    "id",
-    "user",
-    "state",
-    "reason",
-    "job_id",
-    "node",
+    *PUBLIC_HEAD,
     "image",
-    "partition",
-    "cpus",
-    "memory_gb",
-    "gpus",
-    "time_limit_minutes",
+    *PUBLIC_RESOURCES,
     "geometry",
     "created_at",
     "started_at",

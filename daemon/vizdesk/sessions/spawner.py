@@ -6,57 +6,41 @@ the API authenticates and validates, the tracker follows the job, the proxy conn
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
 
 from ..contract.jobenv import session_job_env
-from ..core.errors import VizdeskError
-from ..core.submit import submit_failure, take_job_id
-from ..slurm.base import SlurmBackend, SlurmError, SlurmUnavailable, SubmitRequest
+from ..core.submit import SubmitError, submit_failure, take_job_id
+from ..slurm.base import SlurmError, SlurmUnavailable, SubmitRequest
 from .model import Session, SessionState, new_session_id
 from .registrations import password_hash
+from .role import SessionRole
 
 if TYPE_CHECKING:
     from ..auth.types import Identity
-    from ..config import Config
-    from ..metrics import Metrics
-    from .registrations import RegistrationManager
     from .request import SessionRequest
-    from .store import SessionStore
 
 log = structlog.get_logger("vizdesk.spawner")
 
 
-class SpawnError(VizdeskError):
+class SpawnError(SubmitError[Session]):
     """Slurm refused or could not be reached; the session was marked FAILED."""
 
-    def __init__(self, status: int, code: str, message: str, session: Session) -> None:
-        super().__init__(status, code, message)
-        self.session = session
+    @property
+    def session(self) -> Session:
+        return self.record
 
 
-class Spawner:
+@dataclass(eq=False)
+class Spawner(SessionRole):
     """Role: start and stop desktops.
 
     ``create`` makes the session record and its ACL user and submits the job script as
     the caller (credentials only in the job's environment); ``stop`` asks Slurm to
     cancel. Override ``job_env`` to hand a job more (keeping the contract's names).
     """
-
-    def __init__(
-        self,
-        cfg: Config,
-        backend: SlurmBackend,
-        store: SessionStore,
-        registrations: RegistrationManager,
-        metrics: Metrics,
-    ) -> None:
-        self.cfg = cfg
-        self.backend = backend
-        self.store = store
-        self.registrations = registrations
-        self.metrics = metrics
 
     def job_env(self, session: Session, acl_user: str, acl_password: str) -> dict[str, str]:
         """What the job gets in its environment (never on a command line)."""

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import redis.asyncio as aioredis
 
 from ..contract.keys import Keys
@@ -13,18 +15,11 @@ from .model import Session
 class SessionStore(RecordStore[Session]):
     """Sessions in Redis under ``keys.session(id)``; see :class:`RecordStore`."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, retention_seconds: int) -> None:
-        super().__init__(
-            redis,
-            Session,
-            "session",
-            key=keys.session,
-            user_index=keys.user_sessions,
-            active_set=keys.active_sessions,
-            events_channel=keys.events_channel,
-            retention_seconds=retention_seconds,
-        )
-        self.keys = keys
+    record_type = Session
+    kind = "session"
+
+    def layout(self, keys: Keys) -> tuple[Callable[[str], str], Callable[[str], str], str]:
+        return keys.session, keys.user_sessions, keys.active_sessions
 
     def _queue_create(self, pipe: aioredis.client.Pipeline, record: Session) -> None:
         pipe.zadd(self.keys.all_sessions, {record.id: record.created_at.timestamp()})
