@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import structlog
 from redis.exceptions import RedisError
 
+from .core.background import Background
 from .core.tracked import TrackedSource
 from .sessions.advance import SessionTracking
 from .sessions.role import SessionRole
@@ -40,17 +41,14 @@ class Tracker(SessionRole):
         self.ticks = 0
         self.slurm_queries = 0
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Background("vizdesk-tracker", self._run)
         self._redis_run_id: str | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="vizdesk-tracker")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._loop.stop()
 
     def poke(self) -> None:
         """Run the next tick now (after a create or delete)."""

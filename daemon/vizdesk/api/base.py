@@ -15,12 +15,17 @@ from ..core.records import SlurmRecord
 from ..core.store import RecordStore
 from ..core.validate import ValidationError
 from .audit import audit
-from .context import ctx
+from .context import Context, ctx
 from .errors import ApiError
 
 R = TypeVar("R", bound=SlurmRecord[Any])
 
 RECORD_ID_RE = SESSION_ID_RE  # 16 lowercase hex digits: session and job ids alike
+
+
+def caller(request: web.Request) -> tuple[Context, Identity]:
+    """The daemon's context and the authenticated caller of ``request``."""
+    return ctx(request), identity_of(request)
 
 
 def identity_of(request: web.Request) -> Identity:

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
+from ..core.background import Background
 from .base import identity_of
 from .context import ctx
 
@@ -43,16 +44,13 @@ class EventHub:
         self.registration_pattern = registration_pattern
         self.on_registration = on_registration
         self.subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Background("vizdesk-events", self._run)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="vizdesk-events")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._loop.stop()
 
     def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
         q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)

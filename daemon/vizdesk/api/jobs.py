@@ -15,33 +15,45 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..auth.policy import ask
 from ..auth.types import AuthError
 from ..core.validate import ValidationError
 from ..jobs.manager import JobSubmitError
 from ..jobs.request import validate_job_request
+from . import base
 from .audit import audit, denied_on_error
-from .base import delete_record, get_record, identity_of, list_records, owned_record, read_json
 from .context import ctx
 from .errors import ApiError
 
+routes = web.RouteTableDef()
 
+
+@routes.get("/api/v1/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    return await base.list_records(request, ctx(request).jobs.store, "jobs")
+
+
+@routes.get("/api/v1/jobs/{id}")
+async def get_job(request: web.Request) -> web.Response:
+    return await base.get_record(request, ctx(request).jobs.store, "job")
+
+
+@routes.delete("/api/v1/jobs/{id}")
+async def delete_job(request: web.Request) -> web.Response:
+    jobs = ctx(request).jobs
+    return await base.delete_record(
+        request, jobs.store, "job", jobs.cancel, job_id=lambda job: job.job_id
+    )
+
+
+@routes.post("/api/v1/jobs")
 async def create_job(request: web.Request) -> web.Response:
-    c = ctx(request)
-    identity = identity_of(request)
+    c, identity = base.caller(request)
     with denied_on_error(request, "job.create"):
-        req = validate_job_request(await read_json(request), c.cfg)
+        req = validate_job_request(await base.read_json(request), c.cfg)
         spec = await c.jobs.resolve(identity, req, c.images)
         active = await c.jobs.count_active(identity.user)
-        c.policy.check_job(
-            identity,
-            partition=spec.partition,
-            image=spec.image,
-            cpus=spec.cpus,
-            memory_gb=spec.memory_gb,
-            gpus=spec.gpus,
-            time_limit_minutes=spec.time_limit_minutes,
-            active_jobs=active,
-        )
+        c.policy.check_job(identity, active_jobs=active, **ask(spec.partition, spec.image, spec))
         await c.ratelimiter.hit(identity.user, "job_create")
     try:
         job = await c.jobs.create(identity, spec)
@@ -61,25 +73,11 @@ async def create_job(request: web.Request) -> web.Response:
     return web.json_response(job.to_public(), status=201)
 
 
-async def list_jobs(request: web.Request) -> web.Response:
-    return await list_records(request, ctx(request).jobs.store, "jobs")
-
-
-async def get_job(request: web.Request) -> web.Response:
-    return await get_record(request, ctx(request).jobs.store, "job")
-
-
-async def delete_job(request: web.Request) -> web.Response:
-    jobs = ctx(request).jobs
-    return await delete_record(
-        request, jobs.store, "job", jobs.cancel, job_id=lambda job: job.job_id
-    )
-
-
+@routes.get("/api/v1/jobs/{id}/output")
 async def job_output(request: web.Request) -> web.Response:
     c = ctx(request)
-    identity = identity_of(request)
-    job = await owned_record(request, identity, c.jobs.store, "job")
+    identity = base.identity_of(request)
+    job = await base.owned_record(request, identity, c.jobs.store, "job")
     if job.user != identity.user:
         # Like desktops: admins may cancel others' jobs but not read their results.
         audit(request, "job.output", "denied", job=job.id, reason="not_owner")
@@ -108,24 +106,18 @@ async def job_output(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/api/v1/job-templates")
 async def list_templates(request: web.Request) -> web.Response:
     c = ctx(request)
-    identity = identity_of(request)
+    identity = base.identity_of(request)
     out = []
     for tmpl in await c.jobs.templates.all():
         if not tmpl.usable_by(identity.groups):
             continue
-        res = tmpl.resources
+        partition = tmpl.partition or c.cfg.slurm.default_partition
         try:  # offered only if its defaults are within the caller's policy
             c.policy.check_job(
-                identity,
-                partition=tmpl.partition or c.cfg.slurm.default_partition,
-                image=tmpl.image,
-                cpus=res["cpus"].default,
-                memory_gb=res["memory_gb"].default,
-                gpus=res["gpus"].default,
-                time_limit_minutes=res["time_limit_minutes"].default,
-                active_jobs=0,
+                identity, active_jobs=0, **ask(partition, tmpl.image, tmpl.defaults())
             )
         except AuthError:
             continue
@@ -134,9 +126,4 @@ async def list_templates(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
-    app.router.add_post("/api/v1/jobs", create_job)
-    app.router.add_get("/api/v1/jobs", list_jobs)
-    app.router.add_get("/api/v1/jobs/{id}", get_job)
-    app.router.add_delete("/api/v1/jobs/{id}", delete_job)
-    app.router.add_get("/api/v1/jobs/{id}/output", job_output)
-    app.router.add_get("/api/v1/job-templates", list_templates)
+    app.add_routes(routes)

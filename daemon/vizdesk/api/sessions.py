@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..auth.policy import ask
 from ..auth.types import AuthError
+from ..core.submit import SubmitError
 from ..images.resolve import resolve_image
 from ..proxy.bridge import bridge_vnc
 from ..sessions.model import SessionState
 from ..sessions.request import validate_session_request
-from ..sessions.spawner import SpawnError
 from .audit import audit, denied_on_error
 from .base import (
     RECORD_ID_RE,
+    caller,
     delete_record,
     get_record,
     identity_of,
@@ -23,10 +25,12 @@ from .base import (
 from .context import ctx
 from .errors import ApiError
 
+routes = web.RouteTableDef()
 
+
+@routes.post("/api/v1/sessions")
 async def create_session(request: web.Request) -> web.Response:
-    c = ctx(request)
-    identity = identity_of(request)
+    c, identity = caller(request)
     with denied_on_error(request, "session.create"):
         req = validate_session_request(await read_json(request), c.cfg)
         image_name: str | None = None
@@ -36,40 +40,38 @@ async def create_session(request: web.Request) -> web.Response:
                 c.images, c.cfg.sessions.images, req.image, field="image", desktop=True
             )
         active = await c.store.count_active_for_user(identity.user)
+        # Policy patterns match the catalog name, whatever reference was sent.
         c.policy.check_session(
-            identity,
-            partition=req.partition,
-            image=image_name,  # policy patterns match the catalog name, whatever ref was sent
-            cpus=req.cpus,
-            memory_gb=req.memory_gb,
-            gpus=req.gpus,
-            time_limit_minutes=req.time_limit_minutes,
-            active_sessions=active,
+            identity, active_sessions=active, **ask(req.partition, image_name, req)
         )
         await c.ratelimiter.hit(identity.user, "create")
     try:
         session = await c.spawner.create(identity, req, image_path)
-    except SpawnError as exc:
-        audit(request, "session.create", "failed", session=exc.session.id, reason=exc.code)
+    except SubmitError as exc:  # Slurm refused or was unreachable: the session FAILED
+        audit(request, "session.create", "failed", session=exc.record.id, reason=exc.code)
         raise
     c.tracker.poke()
     audit(request, "session.create", "ok", session=session.id, job_id=session.job_id)
     return web.json_response(session.to_public(), status=201)
 
 
+@routes.get("/api/v1/sessions")
 async def list_sessions(request: web.Request) -> web.Response:
     return await list_records(request, ctx(request).store, "sessions")
 
 
+@routes.get("/api/v1/sessions/{id}")
 async def get_session(request: web.Request) -> web.Response:
     return await get_record(request, ctx(request).store, "session")
 
 
+@routes.delete("/api/v1/sessions/{id}")
 async def delete_session(request: web.Request) -> web.Response:
     c = ctx(request)
     return await delete_record(request, c.store, "session", c.spawner.stop)
 
 
+@routes.post("/api/v1/sessions/{id}/connect")
 async def connect_session(request: web.Request) -> web.Response:
     c = ctx(request)
     identity = identity_of(request)
@@ -105,6 +107,7 @@ def origin_allowed(request: web.Request) -> bool:
     return origin in {f"{request.scheme}://{request.host}", f"https://{request.host}"}
 
 
+@routes.get("/api/v1/sessions/{id}/vnc")
 async def vnc_websocket(request: web.Request) -> web.StreamResponse:
     c = ctx(request)
     sid = request.match_info["id"]
@@ -164,9 +167,4 @@ async def vnc_websocket(request: web.Request) -> web.StreamResponse:
 
 
 def setup_routes(app: web.Application) -> None:
-    app.router.add_post("/api/v1/sessions", create_session)
-    app.router.add_get("/api/v1/sessions", list_sessions)
-    app.router.add_get("/api/v1/sessions/{id}", get_session)
-    app.router.add_delete("/api/v1/sessions/{id}", delete_session)
-    app.router.add_post("/api/v1/sessions/{id}/connect", connect_session)
-    app.router.add_get("/api/v1/sessions/{id}/vnc", vnc_websocket)
+    app.add_routes(routes)

@@ -11,6 +11,7 @@ whose message names the limit and whose ``field`` names the offending request fi
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
+from typing import Protocol, TypedDict, Unpack
 
 from ..config import GroupPolicy, PolicyConfig
 from .types import AuthError, Identity
@@ -80,16 +81,10 @@ class Policy:
         )
 
     def _check_resources(
-        self,
-        identity: Identity,
-        *,
-        partition: str,
-        image: str | None,
-        cpus: int,
-        memory_gb: int,
-        gpus: int,
-        time_limit_minutes: int,
+        self, identity: Identity, *, partition: str, image: str | None, **size: Unpack[Size]
     ) -> GroupPolicy:
+        cpus, memory_gb = size["cpus"], size["memory_gb"]
+        gpus, time_limit_minutes = size["gpus"], size["time_limit_minutes"]
         if not self.matching_groups(identity):
             raise _deny("no policy entry applies to your groups: nothing is allowed", None)
         p = self.effective(identity)
@@ -116,16 +111,7 @@ class Policy:
         return p
 
     def check_session(
-        self,
-        identity: Identity,
-        *,
-        partition: str,
-        image: str | None,
-        cpus: int,
-        memory_gb: int,
-        gpus: int,
-        time_limit_minutes: int,
-        active_sessions: int,
+        self, identity: Identity, *, active_sessions: int, **ask: Unpack[Ask]
     ) -> None:
         """Raise ``AuthError(403, "policy_violation")`` unless the new session is allowed.
 
@@ -133,45 +119,56 @@ class Policy:
         then only a policy allowing "*" passes). ``active_sessions`` counts the caller's
         sessions that are not ended, without the new one.
         """
-        p = self._check_resources(
-            identity,
-            partition=partition,
-            image=image,
-            cpus=cpus,
-            memory_gb=memory_gb,
-            gpus=gpus,
-            time_limit_minutes=time_limit_minutes,
-        )
-        if active_sessions >= p.max_sessions:
-            raise _deny(
-                f"you already have {active_sessions} active session(s): max_sessions is "
-                f"{p.max_sessions}",
-                None,
-            )
+        p = self._check_resources(identity, **ask)
+        _check_count(active_sessions, p.max_sessions, "session", "max_sessions")
 
-    def check_job(
-        self,
-        identity: Identity,
-        *,
-        partition: str,
-        image: str | None,
-        cpus: int,
-        memory_gb: int,
-        gpus: int,
-        time_limit_minutes: int,
-        active_jobs: int,
-    ) -> None:
+    def check_job(self, identity: Identity, *, active_jobs: int, **ask: Unpack[Ask]) -> None:
         """Like :meth:`check_session`, for a batch job, against ``max_jobs``."""
-        p = self._check_resources(
-            identity,
-            partition=partition,
-            image=image,
-            cpus=cpus,
-            memory_gb=memory_gb,
-            gpus=gpus,
-            time_limit_minutes=time_limit_minutes,
-        )
-        if active_jobs >= p.max_jobs:
-            raise _deny(
-                f"you already have {active_jobs} active job(s): max_jobs is {p.max_jobs}", None
-            )
+        p = self._check_resources(identity, **ask)
+        _check_count(active_jobs, p.max_jobs, "job", "max_jobs")
+
+
+def _check_count(active: int, limit: int, what: str, key: str) -> None:
+    if active >= limit:
+        raise _deny(f"you already have {active} active {what}(s): {key} is {limit}", None)
+
+
+class Size(TypedDict):
+    """The resources of a request, as policy checks them."""
+
+    cpus: int
+    memory_gb: int
+    gpus: int
+    time_limit_minutes: int
+
+
+class Ask(Size):
+    """What a new session or job asks for (``image``: the catalog *name*)."""
+
+    partition: str
+    image: str | None
+
+
+class Sized(Protocol):
+    """Anything that carries the four resources (a request, a job spec)."""
+
+    @property
+    def cpus(self) -> int: ...
+    @property
+    def memory_gb(self) -> int: ...
+    @property
+    def gpus(self) -> int: ...
+    @property
+    def time_limit_minutes(self) -> int: ...
+
+
+def ask(partition: str, image: str | None, sized: Sized) -> Ask:
+    """The :class:`Ask` of a request or spec for ``partition`` and image ``image``."""
+    return Ask(
+        partition=partition,
+        image=image,
+        cpus=sized.cpus,
+        memory_gb=sized.memory_gb,
+        gpus=sized.gpus,
+        time_limit_minutes=sized.time_limit_minutes,
+    )

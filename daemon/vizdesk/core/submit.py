@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from ..slurm.base import SlurmError, SlurmRejected, SlurmUnavailable
+from ..slurm.base import SlurmError, SlurmRejected, SlurmUnavailable, SubmitRequest
 from .errors import VizdeskError
 from .records import SlurmRecord
 
@@ -45,3 +45,23 @@ class SubmitError(VizdeskError, Generic[R]):
     def __init__(self, status: int, code: str, message: str, record: R) -> None:
         super().__init__(status, code, message)
         self.record = record
+
+
+def submit_request(
+    record: SlurmRecord[Any], *, script: str, job_name: str, workdir: str, output: str,
+    env: dict[str, str],
+) -> SubmitRequest:  # fmt: skip
+    """The submission of ``record``'s job: as its user, with its resources."""
+    return SubmitRequest(
+        user=record.user,
+        script=script,
+        job_name=job_name,
+        cpus=record.cpus,
+        memory_mb=record.memory_gb * 1024,
+        time_limit_minutes=record.time_limit_minutes,
+        gpus=record.gpus,
+        partition=record.partition,
+        workdir=workdir,
+        output=output,
+        env=env,
+    )

@@ -29,11 +29,9 @@ class JobTracking(RecordTracker[BatchJob, BatchJobState]):
 
     KIND = "job"
     OUTCOMES = OUTCOMES
+    # user mismatch, cancel failed, tracking error, finished
     EVENTS = TrackEvents(
-        user_mismatch="job.user_mismatch",
-        cancel_failed="job.cancel_deferred",
-        track_error="job.track_error",
-        finished="job.finished",
+        "job.user_mismatch", "job.cancel_deferred", "job.track_error", "job.finished"
     )
     FOLLOW_WHILE_STOPPING = True
 

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ..auth.types import AuthError
-from ..core.submit import SUBMITTING, SubmitError, submit_failure, take_job_id
+from ..core.submit import SUBMITTING, SubmitError, submit_failure, submit_request, take_job_id
 from ..core.validate import ValidationError, check_partition
 from ..images.catalog import ImageCatalog
 from ..images.resolve import resolve_image
-from ..slurm.base import SlurmRejected, SlurmUnavailable, SubmitRequest
+from ..slurm.base import SlurmRejected, SlurmUnavailable
 from .advance import JobTracking
 from .model import BatchJob, BatchJobState, new_job_id
 from .output import read_output
@@ -217,15 +217,10 @@ class JobManager(JobTracking):
                 apptainer=self.cfg.node.apptainer,
                 binds=self.cfg.node.apptainer_binds,
             )
-            submit = SubmitRequest(
-                user=identity.user,
+            submit = submit_request(
+                job,
                 script=script,
                 job_name=f"{self.cfg.slurm.job_name_prefix}-job-{jid}",
-                cpus=spec.cpus,
-                memory_mb=spec.memory_gb * 1024,
-                time_limit_minutes=spec.time_limit_minutes,
-                gpus=spec.gpus,
-                partition=spec.partition,
                 workdir=identity.home or self.cfg.sessions.workdir,
                 output=job.output_path,
                 env=env,

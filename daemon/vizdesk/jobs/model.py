@@ -5,18 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..core.records import (
-    PUBLIC_HEAD,
-    PUBLIC_RESOURCES,
-    RecordState,
-    SlurmRecord,
-    StateMachine,
-    new_id,
-)
+from ..core import records
 from ..slurm.base import JobState, JobStatus
 
 
-class BatchJobState(RecordState):
+class BatchJobState(records.RecordState):
     QUEUED = "QUEUED"  # submitted (or being submitted), waiting in Slurm (reason = Slurm's)
     RUNNING = "RUNNING"  # Slurm runs it
     CANCELLING = "CANCELLING"  # cancel requested, Slurm has not ended it yet
@@ -39,7 +32,7 @@ _FINAL = frozenset(
     }
 )
 
-MACHINE = StateMachine(
+MACHINE = records.StateMachine(
     stopping=BatchJobState.CANCELLING,
     next={
         BatchJobState.QUEUED: frozenset({BatchJobState.RUNNING}),
@@ -49,15 +42,15 @@ MACHINE = StateMachine(
 
 
 can_move = MACHINE.can_move  # True when src → dst is allowed (final states are final)
-new_job_id = new_id
+new_job_id = records.new_id
 
 
 PUBLIC_FIELDS = (
-    *PUBLIC_HEAD,
+    *records.PUBLIC_HEAD,
     "template",
     "image",
     "app",
-    *PUBLIC_RESOURCES,
+    *records.PUBLIC_RESOURCES,
     "exit_code",
     "output_path",
     "created_at",
@@ -67,11 +60,11 @@ PUBLIC_FIELDS = (
 
 
 @dataclass(kw_only=True)
-class BatchJob(SlurmRecord[BatchJobState]):
+class BatchJob(records.SlurmRecord[BatchJobState]):
     """One batch job. ``job_id`` is Slurm's id; ``id`` is vizdesk's (16 hex digits)."""
 
     PUBLIC_FIELDS: ClassVar[tuple[str, ...]] = PUBLIC_FIELDS
-    MACHINE: ClassVar[StateMachine[BatchJobState]] = MACHINE
+    MACHINE: ClassVar[records.StateMachine[BatchJobState]] = MACHINE
 
     state: BatchJobState = BatchJobState.QUEUED
     template: str | None = None  # template name, or None for an image + command job

@@ -39,7 +39,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 import yaml
@@ -92,6 +92,13 @@ class TemplateError(ValueError):
 class Resource:
     default: int
     max: int
+
+
+class Defaults(NamedTuple):
+    cpus: int
+    memory_gb: int
+    gpus: int
+    time_limit_minutes: int
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,10 @@ class Template:
             else:
                 out.append(element)
         return out
+
+    def defaults(self) -> Defaults:
+        """The resources a job of this template gets when it asks for none."""
+        return Defaults(*(self.resources[key].default for key in RESOURCES))
 
     def usable_by(self, groups: tuple[str, ...]) -> bool:
         return not self.groups or any(g in self.groups for g in groups)

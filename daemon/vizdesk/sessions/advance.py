@@ -72,11 +72,12 @@ class SessionTracking(RecordTracker[Session, SessionState]):
 
     KIND = "session"
     OUTCOMES = OUTCOMES
+    # user mismatch, cancel failed, tracking error, finished
     EVENTS = TrackEvents(
-        user_mismatch="tracker.job_user_mismatch",
-        cancel_failed="tracker.cancel_failed",
-        track_error="tracker.session_error",
-        finished="session.finished",
+        "tracker.job_user_mismatch",
+        "tracker.cancel_failed",
+        "tracker.session_error",
+        "session.finished",
     )
     START_BEFORE_RUNNING = True
 

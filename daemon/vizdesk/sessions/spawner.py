@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 from ..contract.jobenv import session_job_env
-from ..core.submit import SubmitError, submit_failure, take_job_id
-from ..slurm.base import SlurmError, SlurmUnavailable, SubmitRequest
+from ..core.submit import SubmitError, submit_failure, submit_request, take_job_id
+from ..slurm.base import SlurmError, SlurmUnavailable
 from .model import Session, SessionState, new_session_id
 from .registrations import password_hash
 from .role import SessionRole
@@ -23,14 +23,6 @@ if TYPE_CHECKING:
     from .request import SessionRequest
 
 log = structlog.get_logger("vizdesk.spawner")
-
-
-class SpawnError(SubmitError[Session]):
-    """Slurm refused or could not be reached; the session was marked FAILED."""
-
-    @property
-    def session(self) -> Session:
-        return self.record
 
 
 @dataclass(eq=False)
@@ -83,15 +75,10 @@ class Spawner(SessionRole):
         except BaseException:
             await self.registrations.delete_credentials(session.id)
             raise
-        submit = SubmitRequest(
-            user=identity.user,
+        submit = submit_request(
+            session,
             script=self.cfg.sessions.jobscript,
             job_name=f"{self.cfg.slurm.job_name_prefix}-{session.id}",
-            cpus=req.cpus,
-            memory_mb=req.memory_gb * 1024,
-            time_limit_minutes=req.time_limit_minutes,
-            gpus=req.gpus,
-            partition=req.partition,
             workdir=identity.home or self.cfg.sessions.workdir,
             output=self._output_path(session.id),
             env=self.job_env(session, acl_user, acl_password),
@@ -107,7 +94,7 @@ class Spawner(SessionRole):
             self.metrics.session_failed(
                 reason="submit_rejected" if code == "slurm_rejected" else "slurm_down"
             )
-            raise SpawnError(status, code, reason, failed or session) from exc
+            raise SubmitError(status, code, reason, failed or session) from exc
         except BaseException:
             await self._fail(session.id, "submission failed")
             raise
