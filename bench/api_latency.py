@@ -6,7 +6,7 @@ Run: ``python bench/api_latency.py [--quick] [--json out.json]`` (test bed up:
 It starts ``vizdesk serve`` the way ``tests/conftest.py`` does (the test bed's config with
 its own port and its own Redis key prefix, JSON logs at level info into a file), then
 stores 50 READY desktop sessions of user ``alice`` directly in the test bed's Redis with
-:class:`vizdesk.store.SessionStore` under that prefix — no Slurm job is submitted — and
+:class:`vizdesk.sessions.store.SessionStore` under that prefix — no Slurm job is submitted — and
 takes them out of the tracker's active set so the tracker (which keeps polling Slurm
 every second, as in production) leaves them alone. Then, for each endpoint, a fixed number
 of requests (2000; 300 with ``--quick``) at a fixed concurrency (10) over keep-alive

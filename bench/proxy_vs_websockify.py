@@ -4,7 +4,7 @@ Run: ``python bench/proxy_vs_websockify.py [--quick] [--json out.json]``.
 
 What runs (all on loopback):
 * one TigerVNC ``Xvnc`` (1920x1080, depth 24, ``-SecurityTypes VncAuth``);
-* vizdesk: :func:`vizdesk.proxy.bridge_vnc` in a tiny aiohttp app, a separate process,
+* vizdesk: :func:`vizdesk.proxy.bridge.bridge_vnc` in a tiny aiohttp app, a separate process,
   the websocket prepared exactly as ``api/sessions.py`` does it (subprotocol ``binary``,
   ``max_msg_size`` from the limits, ``heartbeat=30``, ``compress=False``) and the bytes
   counted in a Prometheus counter like the daemon does. It does VNC Authentication itself

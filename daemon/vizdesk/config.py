@@ -209,7 +209,7 @@ class JobsConfig:
 
 @dataclass
 class ImagesConfig:
-    """Apptainer image catalog (daemon/vizdesk/images.py): where ``.sif`` files are found."""
+    """Apptainer image catalog (``vizdesk.images.catalog``): where ``.sif`` files are found."""
 
     dirs: list[str] = field(default_factory=list)  # directories scanned for *.sif (not recursive)
     cache_ttl_seconds: int = 300  # an entry is re-inspected at the latest after this long

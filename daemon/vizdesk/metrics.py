@@ -8,6 +8,9 @@ START_BUCKETS = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 120, 300, 600)
 
 
 class Metrics:
+    """Role: the Prometheus metrics of the daemon, in their own registry (names are part
+    of the interface: dashboards and alerts use them)."""
+
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.sessions_active = Gauge(

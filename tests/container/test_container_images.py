@@ -1,4 +1,4 @@
-"""The image catalog (daemon/vizdesk/images.py) on real `apptainer inspect` output.
+"""The image catalog (daemon/vizdesk/images/catalog.py) on real `apptainer inspect` output.
 
 Set VIZDESK_UPDATE_FIXTURES=1 to rewrite tests/fixtures/apptainer/ from the images built
 here (the unit tests parse those captures).

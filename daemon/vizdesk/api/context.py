@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Context:
+    """Every component a handler may use, typed (built once per app)."""
+
     cfg: Config
     redis: aioredis.Redis
     keys: Keys

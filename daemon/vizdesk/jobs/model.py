@@ -10,6 +10,8 @@ from ..slurm.base import JobState, JobStatus
 
 
 class BatchJobState(records.RecordState):
+    """The states of a batch job (the API shows them as they are)."""
+
     QUEUED = "QUEUED"  # submitted (or being submitted), waiting in Slurm (reason = Slurm's)
     RUNNING = "RUNNING"  # Slurm runs it
     CANCELLING = "CANCELLING"  # cancel requested, Slurm has not ended it yet

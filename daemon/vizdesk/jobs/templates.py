@@ -133,6 +133,8 @@ class ParamSpec:
 
 @dataclass(frozen=True)
 class Template:
+    """One parsed job template: what runs, its typed parameters and resource limits."""
+
     name: str
     description: str = ""
     partition: str | None = None

@@ -17,6 +17,8 @@ from ..core.records import (
 
 
 class SessionState(RecordState):
+    """The states of a desktop session (the API shows them as they are)."""
+
     PENDING = "PENDING"  # submitted, queued in Slurm (reason = Slurm's reason)
     STARTING = "STARTING"  # job running, no valid registration yet
     READY = "READY"  # registration seen and valid: connectable

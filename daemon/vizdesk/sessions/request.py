@@ -19,6 +19,8 @@ from ..core.validate import (
 
 @dataclass(frozen=True)
 class SessionRequest:
+    """A validated desktop request, defaults applied."""
+
     partition: str
     cpus: int
     memory_gb: int
