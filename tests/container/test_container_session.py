@@ -154,8 +154,20 @@ async def test_images_endpoint_lists_the_built_images(
         assert r.status == 400, await r.text()
 
 
+@pytest.fixture(params=["usable", "root-only", "missing"])
+def fuse_mode(request: pytest.FixtureRequest, sid_venv: Sid) -> Iterator[str]:
+    """The compute node's /dev/fuse as sites have it: usable by users, root-only, absent."""
+    mode: str = request.param
+    state = sid_venv.fuse(mode)
+    assert state == {"usable": "666 root", "root-only": "600 root", "missing": "missing"}[mode]
+    try:
+        yield mode
+    finally:
+        sid_venv.fuse("host")
+
+
 async def test_session_in_container_reaches_ready_and_streams_a_desktop(
-    http: aiohttp.ClientSession, sid_daemon: SidDaemon, sid_venv: Sid
+    http: aiohttp.ClientSession, sid_daemon: SidDaemon, sid_venv: Sid, fuse_mode: str
 ) -> None:
     d, sid = sid_daemon, sid_venv
     async with http.get(f"{d.url}/api/v1/images", headers=d.headers("alice")) as r:
@@ -182,6 +194,9 @@ async def test_session_in_container_reaches_ready_and_streams_a_desktop(
         assert any("Apptainer runtime parent: vnc.sif" in c for c in cmds), cmds
         assert any("Xvnc" in c for c in cmds), cmds
         assert {u for _, u, _ in procs} == {"alice"}
+        # The image is FUSE-mounted where users may use FUSE, else extracted (--unsquash).
+        fuse_mounted = any("squashfuse" in c for c in cmds)
+        assert fuse_mounted == (fuse_mode == "usable"), cmds
 
         async with http.post(
             f"{d.url}/api/v1/sessions/{session_id}/connect", headers=d.headers("alice")
