@@ -552,8 +552,13 @@ choose_ports() {
         saved_ctld=$(sed -n 's/^SLURMCTLD_PORT=\([0-9]*\)$/\1/p' "$PORTS")
         saved_slurmd=$(sed -n 's/^SLURMD_PORT=\([0-9]*\)$/\1/p' "$PORTS")
     fi
+    # No ports file yet (a fresh machine, or a test bed from before it): start from the
+    # defaults, which are kept when free or held by our own daemon.
+    saved_redis=${saved_redis:-$DEFAULT_REDIS_PORT}
+    saved_ctld=${saved_ctld:-$DEFAULT_SLURMCTLD_PORT}
+    saved_slurmd=${saved_slurmd:-$DEFAULT_SLURMD_PORT}
     REDIS_PORT=$saved_redis # redis_pid asks the Redis on the saved port
-    ours=0; [[ -n $saved_redis ]] && redis_pid >/dev/null 2>&1 && ours=1
+    ours=0; [[ -r $SECRETS/redis_password ]] && redis_pid >/dev/null 2>&1 && ours=1
     REDIS_PORT=$(choose_port "$saved_redis" "$DEFAULT_REDIS_PORT" "$ours")
     ours=0; ctld_pid >/dev/null && ours=1
     SLURMCTLD_PORT=$(choose_port "$saved_ctld" "$DEFAULT_SLURMCTLD_PORT" "$ours" "$REDIS_PORT")

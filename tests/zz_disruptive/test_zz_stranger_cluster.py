@@ -25,7 +25,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import REPO, TESTBED_DIR, Testbed, read_env, start_daemon, stop_daemon
+from tests import conftest
+from tests.conftest import REPO, TESTBED_DIR, read_env, start_daemon, stop_daemon
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +34,7 @@ TESTBED = REPO / "testbed" / "testbed.sh"
 DEFAULT_MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
 
 
-def testbed_sh(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_testbed(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(TESTBED), *args], capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -218,12 +219,12 @@ PartitionName=other Nodes=strangernode Default=YES MaxTime=INFINITE State=UP
 
 
 @pytest.fixture
-def stranger(testbed: Testbed) -> Iterator[Stranger]:
+def stranger(testbed: conftest.Testbed) -> Iterator[Stranger]:
     """Take the test bed down and start a stranger's cluster on the ports it was using."""
     if shutil.which("munged") is None and not Path("/usr/sbin/munged").exists():
         pytest.fail("munged missing: the test bed installs it")
     env = read_env(TESTBED_DIR / "env")
-    down = testbed_sh("down")
+    down = run_testbed("down")
     assert down.returncode == 0, down.stderr
     s = Stranger(
         Path(tempfile.mkdtemp(prefix="vizdesk-stranger-", dir="/var/tmp")),
@@ -237,13 +238,13 @@ def stranger(testbed: Testbed) -> Iterator[Stranger]:
     finally:
         s.stop()
         # Back on the default ports for whatever runs after (ports are sticky otherwise).
-        testbed_sh("down")
+        run_testbed("down")
         (TESTBED_DIR / "ports").unlink(missing_ok=True)
-        up = testbed_sh("up")
+        up = run_testbed("up")
         assert up.returncode == 0, up.stderr
 
 
-async def one_desktop(tb: Testbed) -> None:
+async def one_desktop(tb: conftest.Testbed) -> None:
     d = start_daemon(tb, "stranger", {})
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
@@ -275,7 +276,7 @@ async def one_desktop(tb: Testbed) -> None:
 
 
 async def test_testbed_comes_up_beside_a_strangers_cluster(stranger: Stranger) -> None:
-    up = testbed_sh("up")
+    up = run_testbed("up")
     assert up.returncode == 0, f"testbed.sh up failed beside a stranger's cluster:\n{up.stderr}"
     env = read_env(TESTBED_DIR / "env")
     # Our ports moved off the stranger's, our munge socket is our own.
@@ -284,7 +285,7 @@ async def test_testbed_comes_up_beside_a_strangers_cluster(stranger: Stranger) -
     assert int(env["REDIS_PORT"]) != stranger.redis_port
     assert env["MUNGE_SOCKET"].startswith(str(TESTBED_DIR))
     assert f"port {stranger.ctld_port} is taken" in up.stdout
-    status = testbed_sh("status")
+    status = run_testbed("status")
     assert status.returncode == 0, status.stdout
     stranger.assert_untouched()
 
@@ -292,7 +293,8 @@ async def test_testbed_comes_up_beside_a_strangers_cluster(stranger: Stranger) -
     res = subprocess.run(
         ["runuser", "-u", "alice", "--", "sbatch", "--wait", "--parsable", "--chdir=/tmp",
          "--output=/dev/null", "--time=1", "--wrap", "true"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "SLURM_CONF": env["SLURM_CONF"]},
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "SLURM_CONF": env["SLURM_CONF"]},
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     # ... and the stranger's cluster never saw it.
@@ -302,11 +304,11 @@ async def test_testbed_comes_up_beside_a_strangers_cluster(stranger: Stranger) -
     assert sq.stdout.strip() == "", sq.stdout
 
     # A real desktop end to end on the moved test bed.
-    await one_desktop(Testbed(TESTBED_DIR, env))
+    await one_desktop(conftest.Testbed(TESTBED_DIR, env))
     stranger.assert_untouched()
 
     # down stops only what the test bed started.
-    down = testbed_sh("down")
+    down = run_testbed("down")
     assert down.returncode == 0, down.stderr
     stranger.assert_untouched()
     for key in ("SLURMCTLD_PIDFILE", "SLURMD_PIDFILE", "REDIS_PIDFILE", "MUNGED_PIDFILE"):
