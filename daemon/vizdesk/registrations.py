@@ -34,6 +34,26 @@ class RegistrationRejected(ValueError):
     """The registration exists but must not be used (port out of range, wrong session...)."""
 
 
+#: The longest node-reported failure text taken into a session's reason.
+MAX_FAILURE_CHARS = 500
+
+
+class NodeReportedFailure(Exception):
+    """The node's wrapper could not start the desktop and left why in the registration key
+    (``{"session_id", "error", "at"}``, written with the session's own credentials)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def failure_text(data: dict[str, Any]) -> str:
+    err = data.get("error")
+    if not isinstance(err, str) or not err.strip():
+        return "the node reported an unspecified error"
+    return " ".join(err.split())[:MAX_FAILURE_CHARS]
+
+
 def password_hash(password: str) -> str:
     """The form Redis ACL rules take (``#<sha256 hex>``) for a password."""
     return hashlib.sha256(password.encode()).hexdigest()
@@ -73,11 +93,25 @@ class RegistrationManager:
         await self.redis.delete(self.keys.registration(sid))
 
     async def load(self, sid: str) -> Registration | None:
-        """The session's registration, or None if absent. Raises RegistrationRejected."""
+        """The session's registration, or None if absent. Raises RegistrationRejected, or
+        NodeReportedFailure when the wrapper left a failure record instead."""
         raw = await self.redis.get(self.keys.registration(sid))
         if raw is None:
             return None
         return self.validate(sid, raw)
+
+    async def failure(self, sid: str) -> str | None:
+        """The failure the session's wrapper reported, if its key holds a failure record."""
+        raw = await self.redis.get(self.keys.registration(sid))
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        if isinstance(data, dict) and data.get("session_id") == sid and "error" in data:
+            return failure_text(data)
+        return None
 
     def validate(self, sid: str, raw: str | bytes) -> Registration:
         try:
@@ -88,6 +122,8 @@ class RegistrationManager:
             raise RegistrationRejected("registration is not an object")
         if data.get("session_id") != sid:
             raise RegistrationRejected("registration names another session")
+        if "error" in data:
+            raise NodeReportedFailure(failure_text(data))
         port = data.get("port")
         if not isinstance(port, int) or isinstance(port, bool):
             raise RegistrationRejected("registration port is not an integer")

@@ -18,7 +18,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from .models import Session, SessionState, utcnow
-from .registrations import Registration, RegistrationRejected
+from .registrations import NodeReportedFailure, Registration, RegistrationRejected
 from .slurm.base import JobState, JobStatus, SlurmError
 
 if TYPE_CHECKING:
@@ -42,6 +42,8 @@ class TrackedSource(Protocol):
 
 
 CANCEL_RETRY = timedelta(seconds=10)
+#: States in which the desktop has not come up yet (a node-reported failure explains an end).
+STARTING_STATES = (SessionState.PENDING, SessionState.STARTING)
 
 
 def stopped_reason(session: Session) -> str:
@@ -217,6 +219,10 @@ class Tracker:
             return await self._finish(session, SessionState.FAILED, "job belongs to another user")
         if status.state.is_finished:
             state, reason = finished_outcome(status, session)
+            if state == SessionState.FAILED and session.state in STARTING_STATES:
+                failure = await self.registrations.failure(session.id)
+                if failure:
+                    reason = f"desktop did not start: {failure}"
             return await self._finish(session, state, reason, status)
         if session.state == SessionState.STOPPING:
             if session.last_cancel_at is None or now - session.last_cancel_at > CANCEL_RETRY:
@@ -235,6 +241,18 @@ class Tracker:
     async def _running(self, session: Session, status: JobStatus) -> Session | None:
         try:
             reg = await self.registrations.load(session.id)
+        except NodeReportedFailure as exc:
+            log.warning(
+                "session.node_failed",
+                session=session.id,
+                user=session.user,
+                job_id=session.job_id,
+                error=exc.error,
+            )
+            await self._cancel(session)
+            return await self._finish(
+                session, SessionState.FAILED, f"desktop did not start: {exc.error}", status
+            )
         except RegistrationRejected as exc:
             log.warning(
                 "registration.rejected",

@@ -402,6 +402,7 @@ class JobManager:
                 gpus=spec.gpus,
                 apptainer=self.cfg.node.apptainer,
                 binds=self.cfg.node.apptainer_binds,
+                unsquash=self.cfg.node.apptainer_unsquash,
             )
             submit = SubmitRequest(
                 user=identity.user,

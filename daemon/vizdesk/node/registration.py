@@ -43,6 +43,21 @@ FIELDS = (
 )
 
 
+#: A wrapper that cannot start its desktop writes ``{"session_id", "error", "at"}`` to the
+#: registration key instead (the daemon fails the session with that reason); it stays this
+#: long, past the job's end, for the daemon to read.
+FAILURE_TTL_SECONDS = 600
+#: The longest failure text written (the daemon bounds what it reads as well).
+MAX_FAILURE_CHARS = 500
+
+
+def failure_json(session_id: str, error: str) -> str:
+    """The failure record for ``session_id``: why its desktop could not start."""
+    text = " ".join(error.split())[:MAX_FAILURE_CHARS]
+    doc = {"session_id": session_id, "error": text, "at": utc_now_iso()}
+    return json.dumps(doc, separators=(",", ":"))
+
+
 def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -133,11 +148,11 @@ class Registrar:
         )
         self.failures = 0  # consecutive failed writes
 
-    async def put(self, value: str) -> bool:
+    async def put(self, value: str, ttl: int | None = None) -> bool:
         """SET the key with its TTL; False (logged) if Redis could not be reached."""
         try:
             await asyncio.wait_for(
-                self._client.set(self.key, value, ex=self.ttl), timeout=self.timeout * 2
+                self._client.set(self.key, value, ex=ttl or self.ttl), timeout=self.timeout * 2
             )
         except (RedisError, OSError, TimeoutError) as exc:
             self.failures += 1
