@@ -463,7 +463,7 @@ cmd_up() {
 ppid_of() { awk '{print $4}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 # What decides how a running namespace was set up (restart it when this changes).
-ns_version() { declare -f ns_exec cmd_holder | sha256sum | cut -c1-16; }
+ns_version() { { declare -f ns_exec cmd_holder; echo "$REPO"; } | sha256sum | cut -c1-16; }
 
 # fuse [usable|root-only|missing|host]: set the namespace's /dev/fuse (its own /dev, so the
 # host's device is never touched); without an argument, print the current state.
