@@ -7,6 +7,9 @@ VENV=${VENV:-.venv}
 CONFIG="$DIR/vizdesk.yaml"
 PIDFILE="$DIR/run/daemon.pid"
 LOG="$DIR/log/daemon.log"
+# The test bed's Slurm (never /etc/slurm/slurm.conf, which may be another cluster's).
+SLURM_CONF=$(sed -n 's/^SLURM_CONF=//p' "$DIR/env" 2>/dev/null || true)
+[ -n "$SLURM_CONF" ] && export SLURM_CONF
 PORT=$("$VENV/bin/python" -c "from vizdesk.config import load_config; print(load_config('$CONFIG').server.port)")
 URL="http://127.0.0.1:$PORT"
 

@@ -24,8 +24,11 @@ export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
 NODE=$(hostname -s)
 TEST_USERS=(alice bob)
 REDIS_HOST=127.0.0.1
-REDIS_PORT=6379
-REDIS_URL="redis://${REDIS_HOST}:${REDIS_PORT}/0"
+# Ports: the defaults when free, else the next free ones; kept in $PORTS once chosen, so
+# the test bed comes up beside an unrelated Slurm or Redis on the same host.
+DEFAULT_REDIS_PORT=6379
+DEFAULT_SLURMCTLD_PORT=6817
+DEFAULT_SLURMD_PORT=6818
 PYTHON=/usr/bin/python3
 
 PACKAGES=(
@@ -41,9 +44,16 @@ RUN=$DIR/run
 LOG=$DIR/log
 SECRETS=$DIR/secrets
 VENV=$DIR/venv
-export SLURM_CONF=$ETC/slurm.conf # also linked from /etc/slurm/slurm.conf for everyone else
-MUNGE_RUN=/run/munge
+# Every Slurm command of ours reads this (never /etc/slurm, which may be another Slurm's).
+export SLURM_CONF=$ETC/slurm.conf
+PORTS=$DIR/ports
+# Our own munged: own key, socket, pid and seed files (a host's munged keeps /run/munge).
+MUNGE_RUN=$RUN/munge
 MUNGE_PID=$MUNGE_RUN/munged.pid
+MUNGE_SOCKET=$MUNGE_RUN/munge.socket.2
+MUNGE_KEY=$ETC/munge/munge.key
+MUNGE_LIB=$DIR/munge
+LEGACY_MUNGE_PID=/run/munge/munged.pid # where test beds before the own-socket change ran it
 REDIS_DIR=$DIR/redis
 REDIS_CONF=$REDIS_DIR/redis.conf
 REDIS_PID=$REDIS_DIR/redis.pid
@@ -82,13 +92,34 @@ take_lock() {
 
 # --- process helpers ----------------------------------------------------------------------
 
-# pid_of PIDFILE COMM: print the pid when the pid file names a live process called COMM.
+# pid_of PIDFILE COMM [MARK]: print the pid when the pid file names a live process called
+# COMM in our pid namespace whose command line contains MARK (a path only the test bed's
+# own instance is started with: its config file or socket). Nothing else is ever ours.
 pid_of() {
-    local file=$1 comm=$2 pid
+    local file=$1 comm=$2 mark=${3:-} pid
     [[ -r $file ]] || return 1
     pid=$(tr -dc '0-9' <"$file" 2>/dev/null || true)
     [[ -n $pid && -r /proc/$pid/comm ]] || return 1
     [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$comm"* ]] || return 1
+    same_pidns "$pid" || return 1
+    if [[ -n $mark ]]; then
+        tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$mark" || return 1
+    fi
+    echo "$pid"
+}
+
+# The test bed's daemons, each identified by its pid file and the path it was started with.
+munged_pid() { pid_of "$MUNGE_PID" munged "$MUNGE_SOCKET"; }
+ctld_pid() { pid_of "$CTLD_PID" slurmctld "$SLURM_CONF"; }
+slurmd_pid() { pid_of "$SLURMD_PID" slurmd "$SLURM_CONF"; }
+# Redis rewrites its command line: ours is the one that answers with our password and
+# reports our config file and the pid in our pid file.
+redis_pid() {
+    local pid info
+    pid=$(pid_of "$REDIS_PID" redis-server) || return 1
+    info=$(redis_cli info server 2>/dev/null | tr -d '\r') || return 1
+    grep -qx "process_id:$pid" <<<"$info" || return 1
+    grep -qx "config_file:$REDIS_CONF" <<<"$info" || return 1
     echo "$pid"
 }
 
@@ -113,22 +144,51 @@ same_pidns() {
     [[ -z $mine || -z $theirs || $mine == "$theirs" ]]
 }
 
-# pids_named COMM [USER]: pids of processes called COMM in our pid namespace.
-pids_named() {
-    local pid
-    for pid in $(pgrep ${2:+-u "$2"} -x "$1" || true); do
-        same_pidns "$pid" && echo "$pid"
+# our_stepds: slurmstepd processes of our slurmd (they log to our slurmd log file).
+our_stepds() {
+    local d pid
+    for d in /proc/[0-9]*; do
+        pid=${d#/proc/}
+        [[ $(cat "$d/comm" 2>/dev/null) == slurmstepd ]] || continue
+        same_pidns "$pid" || continue
+        if find "$d/fd" -maxdepth 1 -lname "$LOG/slurmd.log" -print -quit 2>/dev/null | grep -q .; then
+            echo "$pid"
+        fi
     done
     return 0
 }
 
-# pids_of_user USER: all processes of USER in our pid namespace.
-pids_of_user() {
-    local pid
-    for pid in $(pgrep -u "$1" || true); do
-        same_pidns "$pid" && echo "$pid"
+# our_user_processes USER: processes of USER that belong to our cluster's jobs (their
+# environment names our slurm.conf), never another Slurm's or a login session's.
+our_user_processes() {
+    local uid pid d
+    uid=$(id -u "$1") || return 0
+    for d in /proc/[0-9]*; do
+        pid=${d#/proc/}
+        [[ $(stat -c %u "$d" 2>/dev/null) == "$uid" ]] || continue
+        same_pidns "$pid" || continue
+        if tr '\0' '\n' <"$d/environ" 2>/dev/null | grep -qxF "SLURM_CONF=$SLURM_CONF"; then
+            echo "$pid"
+        fi
     done
     return 0
+}
+
+# port_free PORT: nobody listens on PORT (any address).
+port_free() {
+    "$PYTHON" - "$1" <<'PY'
+import socket, sys
+port = int(sys.argv[1])
+for family, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET, "127.0.0.1")):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((addr, port))
+    except OSError:
+        sys.exit(1)
+    finally:
+        s.close()
+PY
 }
 
 # nolock COMMAND...: run a daemon without inheriting the lock file descriptor (fd 9),
@@ -185,6 +245,14 @@ install_packages() {
     fi
     say "packages: installing ${missing[*]}"
     apt_lists_fresh || apt_update
+    # Package scripts must not start daemons (Debian's munge and redis-server would take the
+    # default socket and port): a policy-rc.d for the duration of the install.
+    local policy=/usr/sbin/policy-rc.d
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\n# vizdesk testbed: no daemon starts during its apt-get install\nexit 101\n' >"$policy"
+        chmod 0755 "$policy"
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT # also when die exits
+    fi
     local apt=(apt-get -o DPkg::Lock::Timeout=900 -o Acquire::Retries=3 -o Dpkg::Options::=--force-confdef
         -o Dpkg::Options::=--force-confold install -y -q --no-install-recommends)
     if ! "${apt[@]}" "${missing[@]}" >"$LOG/apt-install.log" 2>&1; then
@@ -192,6 +260,10 @@ install_packages() {
         apt_update
         "${apt[@]}" "${missing[@]}" >"$LOG/apt-install.log" 2>&1 ||
             die "apt-get install failed: $(tail -n 5 "$LOG/apt-install.log")"
+    fi
+    if grep -q 'vizdesk testbed' "$policy" 2>/dev/null; then
+        rm -f "$policy"
+        trap - EXIT
     fi
     mapfile -t missing < <(missing_packages)
     ((${#missing[@]} == 0)) || die "still missing after apt-get install: ${missing[*]}"
@@ -241,7 +313,10 @@ install_venv() {
         say "venv: creating $VENV"
         rm -rf "$VENV"
         "$PYTHON" -m venv "$VENV"
-        "$VENV/bin/pip" install -q --disable-pip-version-check "setuptools>=64" wheel \
+    fi
+    # The build backend pyproject.toml asks for (Debian 12's venv brings setuptools 66).
+    if ! "$VENV/bin/python" -c 'import sys, setuptools; sys.exit(int(setuptools.__version__.split(".")[0]) < 77)' 2>/dev/null; then
+        "$VENV/bin/pip" install -q --disable-pip-version-check --upgrade "setuptools>=77" wheel \
             >"$LOG/pip.log" 2>&1 || die "pip install setuptools failed, see $LOG/pip.log"
     fi
     local want pywant
@@ -319,7 +394,8 @@ make_dirs() {
     install -d -m 0700 -o slurm -g slurm "$DIR/slurm/state"
     install -d -m 0750 -o redis -g redis "$REDIS_DIR" "$REDIS_DIR/data"
     install -d -m 0755 -o munge -g munge "$MUNGE_RUN"
-    install -d -m 0700 -o munge -g munge "$LOG/munge"
+    install -d -m 0700 -o munge -g munge "$LOG/munge" "$MUNGE_LIB"
+    install -d -m 0755 -o root -g root "$ETC/munge"
     # Job output of desktop sessions (sbatch --output), writable by every test user.
     install -d -m 1777 -o root -g root "$DIR/jobs"
     [[ -e $LOG/slurmctld.log ]] || install -m 0640 -o slurm -g slurm /dev/null "$LOG/slurmctld.log"
@@ -334,7 +410,10 @@ ClusterName=vizdesk
 SlurmctldHost=$NODE
 SlurmUser=slurm
 SlurmdUser=root
+SlurmctldPort=$SLURMCTLD_PORT
+SlurmdPort=$SLURMD_PORT
 AuthType=auth/munge
+AuthInfo=socket=$MUNGE_SOCKET
 CredType=cred/munge
 StateSaveLocation=$DIR/slurm/state
 SlurmdSpoolDir=$DIR/slurm/spool
@@ -372,18 +451,17 @@ PartitionName=batch Nodes=$NODE Default=NO MaxTime=INFINITE State=UP
 EOF
 }
 
-# Client commands (sbatch/squeue/scancel, as any user) read /etc/slurm/slurm.conf.
-link_etc_slurm() {
-    install -d -m 0755 /etc/slurm
+# Test beds before SLURM_CONF-everywhere linked /etc/slurm/slurm.conf to ours (moving a
+# file found there aside): undo that, so the host's own Slurm, if any, keeps its config.
+unlink_legacy_etc_slurm() {
     local target=/etc/slurm/slurm.conf
     if [[ -L $target && $(readlink "$target") == "$SLURM_CONF" ]]; then
-        return 0
+        rm -f "$target"
+        if [[ -e $target.before-vizdesk-testbed ]]; then
+            mv -f "$target.before-vizdesk-testbed" "$target"
+            say "restored $target (moved aside by an older test bed)"
+        fi
     fi
-    if [[ -e $target && ! -L $target ]]; then
-        mv -f "$target" "$target.before-vizdesk-testbed"
-        say "moved the existing $target to $target.before-vizdesk-testbed"
-    fi
-    ln -sfn "$SLURM_CONF" "$target"
 }
 
 redis_conf_text() {
@@ -407,33 +485,105 @@ EOF
 
 # --- munge --------------------------------------------------------------------------------
 
-munge_ok() { munge -n -t 10 2>/dev/null | unmunge >/dev/null 2>&1; }
+munge_ok() { munge --socket="$MUNGE_SOCKET" -n -t 10 2>/dev/null | unmunge --socket="$MUNGE_SOCKET" >/dev/null 2>&1; }
+
+# An older test bed ran its munged with the default socket and /run/munge/munged.pid; it is
+# ours only when its command line names our log file.
+stop_legacy_munged() {
+    local pid
+    if pid=$(pid_of "$LEGACY_MUNGE_PID" munged "--log-file=$LOG/munge/munged.log"); then
+        say "munged: stopping the one an older test bed started on the default socket (pid $pid)"
+        stop_pid "$pid" munged 5
+        rm -f "$LEGACY_MUNGE_PID"
+    fi
+}
 
 start_munge() {
-    if [[ ! -s /etc/munge/munge.key ]]; then
-        say "munge: creating /etc/munge/munge.key"
-        install -d -m 0700 -o munge -g munge /etc/munge
-        if command -v mungekey >/dev/null; then
-            mungekey --create --keyfile=/etc/munge/munge.key --force
-        else
-            dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
-        fi
-        chown munge:munge /etc/munge/munge.key
-        chmod 0400 /etc/munge/munge.key
+    stop_legacy_munged
+    if [[ ! -s $MUNGE_KEY ]]; then
+        say "munge: creating $MUNGE_KEY"
+        dd if=/dev/urandom of="$MUNGE_KEY.tmp" bs=1024 count=1 status=none
+        mv -f "$MUNGE_KEY.tmp" "$MUNGE_KEY"
     fi
+    chown munge:munge "$MUNGE_KEY"
+    chmod 0400 "$MUNGE_KEY"
     local pid
-    if pid=$(pid_of "$MUNGE_PID" munged) && munge_ok; then
-        say "munged: running (pid $pid)"
+    if pid=$(munged_pid) && munge_ok; then
+        say "munged: running (pid $pid, $MUNGE_SOCKET)"
         return 0
     fi
     if [[ -n ${pid:-} ]]; then
         stop_pid "$pid" munged 5
     fi
-    nolock runuser -u munge -- /usr/sbin/munged --pid-file="$MUNGE_PID" --log-file="$LOG/munge/munged.log" ||
+    rm -f "$MUNGE_SOCKET" "$MUNGE_SOCKET.lock"
+    nolock runuser -u munge -- /usr/sbin/munged --socket="$MUNGE_SOCKET" --key-file="$MUNGE_KEY" \
+        --pid-file="$MUNGE_PID" --seed-file="$MUNGE_LIB/munged.seed" --log-file="$LOG/munge/munged.log" ||
         die "munged failed to start: $(tail -n 3 "$LOG/munge/munged.log" 2>/dev/null)"
     wait_for 10 munge munge_ok || die "munged does not answer, see $LOG/munge/munged.log"
-    say "munged: started (pid $(cat "$MUNGE_PID"))"
+    say "munged: started (pid $(cat "$MUNGE_PID"), $MUNGE_SOCKET)"
     RESTARTED=1
+}
+
+# --- ports --------------------------------------------------------------------------------
+
+# choose_port CURRENT DEFAULT OURS_RUNNING TAKEN...: CURRENT when our daemon holds it or it
+# is free; otherwise the first free port from DEFAULT on that is not in TAKEN.
+choose_port() {
+    local current=$1 default=$2 ours=$3 p t
+    shift 3
+    if [[ -n $current ]] && { ((ours)) || port_free "$current"; }; then
+        echo "$current"
+        return 0
+    fi
+    for ((p = default; p < default + 400; p++)); do
+        for t in "$@"; do [[ $p == "$t" ]] && continue 2; done
+        if port_free "$p"; then
+            echo "$p"
+            return 0
+        fi
+    done
+    die "no free port in $default-$((default + 399))"
+}
+
+choose_ports() {
+    local saved_redis="" saved_ctld="" saved_slurmd="" ours
+    if [[ -f $PORTS ]]; then
+        saved_redis=$(sed -n 's/^REDIS_PORT=\([0-9]*\)$/\1/p' "$PORTS")
+        saved_ctld=$(sed -n 's/^SLURMCTLD_PORT=\([0-9]*\)$/\1/p' "$PORTS")
+        saved_slurmd=$(sed -n 's/^SLURMD_PORT=\([0-9]*\)$/\1/p' "$PORTS")
+    fi
+    # No ports file yet (a fresh machine, or a test bed from before it): start from the
+    # defaults, which are kept when free or held by our own daemon.
+    saved_redis=${saved_redis:-$DEFAULT_REDIS_PORT}
+    saved_ctld=${saved_ctld:-$DEFAULT_SLURMCTLD_PORT}
+    saved_slurmd=${saved_slurmd:-$DEFAULT_SLURMD_PORT}
+    REDIS_PORT=$saved_redis # redis_pid asks the Redis on the saved port
+    ours=0; [[ -r $SECRETS/redis_password ]] && redis_pid >/dev/null 2>&1 && ours=1
+    REDIS_PORT=$(choose_port "$saved_redis" "$DEFAULT_REDIS_PORT" "$ours")
+    ours=0; ctld_pid >/dev/null && ours=1
+    SLURMCTLD_PORT=$(choose_port "$saved_ctld" "$DEFAULT_SLURMCTLD_PORT" "$ours" "$REDIS_PORT")
+    ours=0; slurmd_pid >/dev/null && ours=1
+    SLURMD_PORT=$(choose_port "$saved_slurmd" "$DEFAULT_SLURMD_PORT" "$ours" "$REDIS_PORT" "$SLURMCTLD_PORT")
+    for pair in "redis:$saved_redis:$REDIS_PORT" "slurmctld:$saved_ctld:$SLURMCTLD_PORT" "slurmd:$saved_slurmd:$SLURMD_PORT"; do
+        IFS=: read -r name was now <<<"$pair"
+        if [[ -n $was && $was != "$now" ]]; then
+            say "ports: $name port $was is taken by another program, using $now"
+        fi
+    done
+    printf 'REDIS_PORT=%s\nSLURMCTLD_PORT=%s\nSLURMD_PORT=%s\n' "$REDIS_PORT" "$SLURMCTLD_PORT" "$SLURMD_PORT" |
+        write_if_changed "$PORTS" 0644 root:root || true
+    REDIS_URL="redis://${REDIS_HOST}:${REDIS_PORT}/0"
+}
+
+# Ports as last chosen (for down/status, which never choose).
+load_ports() {
+    REDIS_PORT=$DEFAULT_REDIS_PORT SLURMCTLD_PORT=$DEFAULT_SLURMCTLD_PORT SLURMD_PORT=$DEFAULT_SLURMD_PORT
+    if [[ -f $PORTS ]]; then
+        REDIS_PORT=$(sed -n 's/^REDIS_PORT=\([0-9]*\)$/\1/p' "$PORTS")
+        SLURMCTLD_PORT=$(sed -n 's/^SLURMCTLD_PORT=\([0-9]*\)$/\1/p' "$PORTS")
+        SLURMD_PORT=$(sed -n 's/^SLURMD_PORT=\([0-9]*\)$/\1/p' "$PORTS")
+    fi
+    REDIS_URL="redis://${REDIS_HOST}:${REDIS_PORT}/0"
 }
 
 # --- Redis --------------------------------------------------------------------------------
@@ -444,7 +594,7 @@ redis_ok() { [[ $(redis_cli ping 2>/dev/null) == PONG ]]; }
 start_redis() {
     local changed=0 pid
     if redis_conf_text | write_if_changed "$REDIS_CONF" 0600 redis:redis; then changed=1; fi
-    if pid=$(pid_of "$REDIS_PID" redis-server) && redis_ok; then
+    if pid=$(redis_pid); then
         if ((changed)); then
             say "redis: configuration changed, restarting"
             stop_pid "$pid" redis-server 10
@@ -452,27 +602,12 @@ start_redis() {
             say "redis: running (pid $pid, $REDIS_HOST:$REDIS_PORT)"
             return 0
         fi
-    elif redis_ok; then
-        # Ours (the password matches) but the pid file is gone: adopt it.
-        pid=$(redis_cli info server | sed -n 's/^process_id:\([0-9]*\).*/\1/p')
-        if ((changed)) && [[ -n $pid ]]; then
-            stop_pid "$pid" redis-server 10
-        else
-            [[ -n $pid ]] && echo "$pid" >"$REDIS_PID"
-            say "redis: running (pid ${pid:-?}, $REDIS_HOST:$REDIS_PORT)"
-            return 0
-        fi
-    elif [[ $(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; then
-        # A Redis without a password (e.g. Debian's own, started by the package): replace it.
-        say "redis: stopping a password-less Redis already on port $REDIS_PORT (the package's default)"
-        redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
-        wait_for 10 "redis shutdown" bash -c "! redis-cli -h $REDIS_HOST -p $REDIS_PORT ping" || true
-    elif redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping 2>&1 | grep -qE 'NOAUTH|WRONGPASS'; then
-        die "port $REDIS_PORT is used by another Redis with a password we do not know; stop it first"
     fi
+    # choose_ports picked a port nobody listens on; anything there now is not ours.
+    port_free "$REDIS_PORT" || die "port $REDIS_PORT was taken meanwhile by another program; run up again"
     nolock runuser -u redis -- redis-server "$REDIS_CONF" >/dev/null ||
         die "redis-server failed to start: $(tail -n 3 "$LOG/redis.log")"
-    wait_for 10 redis redis_ok || die "redis does not answer, see $LOG/redis.log"
+    wait_for 10 redis redis_pid || die "redis does not answer, see $LOG/redis.log"
     say "redis: started (pid $(cat "$REDIS_PID"), $REDIS_HOST:$REDIS_PORT)"
     RESTARTED=1
 }
@@ -499,42 +634,38 @@ node_usable() { [[ $(node_state) =~ ^(idle|mixed|allocated|completing)$ ]]; }
 start_slurm() {
     local changed=0 pid
     if slurm_conf_text | write_if_changed "$SLURM_CONF" 0644 root:root; then changed=1; fi
-    link_etc_slurm
+    unlink_legacy_etc_slurm
     if ((changed)); then
-        for pair in "$SLURMD_PID:slurmd" "$CTLD_PID:slurmctld"; do
-            if pid=$(pid_of "${pair%%:*}" "${pair##*:}"); then
-                say "slurm.conf changed: stopping ${pair##*:} (pid $pid)"
-                stop_pid "$pid" "${pair##*:}" 15
-            fi
-        done
+        if pid=$(slurmd_pid); then
+            say "slurm.conf changed: stopping slurmd (pid $pid)"
+            stop_pid "$pid" slurmd 15
+        fi
+        if pid=$(ctld_pid); then
+            say "slurm.conf changed: stopping slurmctld (pid $pid)"
+            stop_pid "$pid" slurmctld 15
+        fi
     fi
 
-    if pid=$(pid_of "$CTLD_PID" slurmctld) && ctld_ok; then
-        say "slurmctld: running (pid $pid)"
+    if pid=$(ctld_pid) && ctld_ok; then
+        say "slurmctld: running (pid $pid, port $SLURMCTLD_PORT)"
     else
         [[ -n ${pid:-} ]] && stop_pid "$pid" slurmctld 15
-        local stray
-        stray=$(pids_named slurmctld | tr '\n' ' ')
-        [[ -z ${stray// /} ]] || die "a slurmctld not started by the test bed is running (pid $stray); stop it first"
         nolock slurmctld -f "$SLURM_CONF" ||
             die "slurmctld failed to start: $(tail -n 5 "$LOG/slurmctld.log")"
         wait_for 30 slurmctld ctld_ok || die "slurmctld does not answer, see $LOG/slurmctld.log"
-        say "slurmctld: started (pid $(cat "$CTLD_PID"))"
+        say "slurmctld: started (pid $(cat "$CTLD_PID"), port $SLURMCTLD_PORT)"
         RESTARTED=1
     fi
 
     pid=
     ensure_cgroupfs
-    if pid=$(pid_of "$SLURMD_PID" slurmd); then
-        say "slurmd: running (pid $pid)"
+    if pid=$(slurmd_pid); then
+        say "slurmd: running (pid $pid, port $SLURMD_PORT)"
     else
-        local stray
-        stray=$(pids_named slurmd | tr '\n' ' ')
-        [[ -z ${stray// /} ]] || die "a slurmd not started by the test bed is running (pid $stray); stop it first"
         nolock slurmd -f "$SLURM_CONF" -N "$NODE" ||
             die "slurmd failed to start: $(tail -n 5 "$LOG/slurmd.log")"
-        wait_for 10 slurmd pid_of "$SLURMD_PID" slurmd || die "slurmd did not start, see $LOG/slurmd.log"
-        say "slurmd: started (pid $(cat "$SLURMD_PID"), node $NODE)"
+        wait_for 10 slurmd slurmd_pid || die "slurmd did not start, see $LOG/slurmd.log"
+        say "slurmd: started (pid $(cat "$SLURMD_PID"), node $NODE, port $SLURMD_PORT)"
         RESTARTED=1
     fi
 
@@ -631,6 +762,12 @@ SLURM_VERSION=$(slurm_version)
 SLURM_CONF=$SLURM_CONF
 SLURMCTLD_PIDFILE=$CTLD_PID
 SLURMD_PIDFILE=$SLURMD_PID
+SLURMCTLD_PORT=$SLURMCTLD_PORT
+SLURMD_PORT=$SLURMD_PORT
+REDIS_PORT=$REDIS_PORT
+REDIS_PIDFILE=$REDIS_PID
+MUNGE_SOCKET=$MUNGE_SOCKET
+MUNGED_PIDFILE=$MUNGE_PID
 EOF
     if ! runuser -u alice -- test -r "$REPO/jobscripts/vnc.sbatch" 2>/dev/null; then
         if [[ -e $REPO/jobscripts/vnc.sbatch ]]; then
@@ -665,6 +802,7 @@ cmd_up() {
     make_secret "$SECRETS/redis_password"
     make_secret "$SECRETS/jwt_secret"
     xfce_defaults
+    choose_ports
     start_munge
     start_redis
     start_slurm
@@ -681,22 +819,23 @@ kill_user_processes() {
     local u pids pid
     for u in "${TEST_USERS[@]}"; do
         id -u "$u" >/dev/null 2>&1 || continue
-        pids=$(pids_of_user "$u")
+        pids=$(our_user_processes "$u")
         [[ -n $pids ]] || continue
-        say "stopping $(wc -w <<<"$pids") leftover process(es) of $u"
+        say "stopping $(wc -w <<<"$pids") leftover job process(es) of $u"
         for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
         sleep 1
-        pids=$(pids_of_user "$u")
+        pids=$(our_user_processes "$u")
         for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
     done
 }
 
 cmd_down() {
     take_lock
+    load_ports
     # No env file = "not up" for the tests (they skip with a clear message).
     rm -f "$RUN/probe-ok" "$DIR/env"
     local pid ids
-    if [[ -f $SLURM_CONF ]] && pid_of "$CTLD_PID" slurmctld >/dev/null && ctld_ok; then
+    if [[ -f $SLURM_CONF ]] && ctld_pid >/dev/null && ctld_ok; then
         ids=$(squeue -h -t PD,R,CG,S,CF -o %A 2>/dev/null | tr '\n' ' ' || true)
         if [[ -n ${ids// /} ]]; then
             say "cancelling jobs: $ids"
@@ -706,27 +845,28 @@ cmd_down() {
             wait_for 15 "jobs to end" bash -c '[[ -z $(squeue -h -t R,CG,CF -o %A) ]]' || true
         fi
     fi
-    if pid=$(pid_of "$SLURMD_PID" slurmd); then
+    if pid=$(slurmd_pid); then
         stop_pid "$pid" slurmd 15
         say "slurmd: stopped"
     fi
-    if pid=$(pid_of "$CTLD_PID" slurmctld); then
+    if pid=$(ctld_pid); then
         stop_pid "$pid" slurmctld 15
         say "slurmctld: stopped"
     fi
-    for pid in $(pids_named slurmstepd); do
+    for pid in $(our_stepds); do
         say "stopping leftover slurmstepd (pid $pid)"
         stop_pid "$pid" slurmstepd 5
     done
     kill_user_processes
-    if pid=$(pid_of "$REDIS_PID" redis-server); then
+    if [[ -r $SECRETS/redis_password ]] && pid=$(redis_pid); then
         stop_pid "$pid" redis-server 10
         say "redis: stopped"
     fi
-    if pid=$(pid_of "$MUNGE_PID" munged); then
+    if pid=$(munged_pid); then
         stop_pid "$pid" munged 10
         say "munged: stopped"
     fi
+    stop_legacy_munged
     say "down in $(elapsed)s"
 }
 
@@ -734,14 +874,15 @@ cmd_down() {
 
 cmd_status() {
     local rc=0 pid st
+    load_ports
     line() { printf '%-10s %-5s %s\n' "$1" "$2" "$3"; }
-    if pid=$(pid_of "$MUNGE_PID" munged) && munge_ok; then line munged up "pid $pid"
+    if pid=$(munged_pid) && munge_ok; then line munged up "pid $pid, $MUNGE_SOCKET"
     else line munged down ""; rc=1; fi
-    if pid=$(pid_of "$CTLD_PID" slurmctld) && ctld_ok; then line slurmctld up "pid $pid"
+    if pid=$(ctld_pid) && ctld_ok; then line slurmctld up "pid $pid, port $SLURMCTLD_PORT"
     else line slurmctld down ""; rc=1; fi
-    if pid=$(pid_of "$SLURMD_PID" slurmd) && node_usable; then line slurmd up "pid $pid, node $NODE $(node_state)"
+    if pid=$(slurmd_pid) && node_usable; then line slurmd up "pid $pid, port $SLURMD_PORT, node $NODE $(node_state)"
     else line slurmd down "node $NODE ${pid:+pid $pid }$(node_state 2>/dev/null || true)"; rc=1; fi
-    if [[ -r $SECRETS/redis_password ]] && pid=$(pid_of "$REDIS_PID" redis-server) && redis_ok; then
+    if [[ -r $SECRETS/redis_password ]] && pid=$(redis_pid); then
         line redis up "pid $pid, $REDIS_HOST:$REDIS_PORT"
     else line redis down ""; rc=1; fi
     if [[ -x $VENV/bin/vizdesk ]]; then line venv ok "$VENV"

@@ -59,6 +59,19 @@ def read_env(path: Path) -> dict[str, str]:
     return env
 
 
+def export_testbed_slurm_conf() -> None:
+    """Point every Slurm command of the suite (and the daemons it starts) at the test bed's
+    cluster: it never relies on /etc/slurm, which may belong to another Slurm on the host."""
+    env_file = TESTBED_DIR / "env"
+    if env_file.is_file():
+        conf = read_env(env_file).get("SLURM_CONF")
+        if conf:
+            os.environ["SLURM_CONF"] = conf
+
+
+export_testbed_slurm_conf()
+
+
 @pytest.fixture(scope="session")
 def testbed() -> Testbed:
     env_file = TESTBED_DIR / "env"

@@ -154,6 +154,8 @@ class NodeConfig:
     vgl_device: str = "egl"
     apptainer: str = "apptainer"
     apptainer_binds: list[str] = field(default_factory=list)
+    # auto: extract the image (--unsquash) where the user may not use /dev/fuse
+    apptainer_unsquash: str = "auto"  # auto | always | never
 
 
 @dataclass
@@ -245,6 +247,8 @@ class Config:
             raise ConfigError("slurm.backend: one of auto, cli, pyslurm")
         if n.vnc_flavor not in {"auto", "turbovnc", "tigervnc"}:
             raise ConfigError("node.vnc_flavor: one of auto, turbovnc, tigervnc")
+        if n.apptainer_unsquash not in {"auto", "always", "never"}:
+            raise ConfigError("node.apptainer_unsquash: one of auto, always, never")
         if self.log.format not in {"auto", "json", "console"}:
             raise ConfigError("log.format: one of auto, json, console")
         if not any("{user}" in part for part in self.slurm.submit_prefix):

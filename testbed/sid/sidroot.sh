@@ -16,6 +16,7 @@
 #   sidroot.sh enter [-u USER]  interactive shell inside
 #   sidroot.sh images [vnc|compute]  build (or reuse) containers/*.def → .sif (needs `up`)
 #   sidroot.sh venv             python venv with vizdesk from this repository (needs `up`)
+#   sidroot.sh fuse [MODE]      the root's own /dev/fuse: usable, root-only, missing, host
 #   sidroot.sh status | env | down | path | timings
 #
 # Root required. State lives under $VIZDESK_SID_STATE (default /var/lib/vizdesk-sid):
@@ -140,12 +141,34 @@ ns_exec() {
             [[ $mode == ro ]] && mount -o remount,bind,ro "$root$dst"
         done
         mount -t proc proc "$root/proc"
-        mount --rbind /dev "$root/dev"
+        # A /dev of its own (not the host'\''s): the FUSE device can then be made usable,
+        # root-only or absent for the tests (`sidroot.sh fuse MODE`) without touching the host.
+        mount -t tmpfs -o mode=0755,nosuid tmpfs "$root/dev"
+        for spec in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
+            IFS=: read -r name major minor <<<"$spec"
+            mknod -m 0666 "$root/dev/$name" c "$major" "$minor"
+        done
+        mkdir -p "$root/dev/pts" "$root/dev/shm"
+        mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$root/dev/pts"
+        ln -s pts/ptmx "$root/dev/ptmx"
+        ln -s /proc/self/fd "$root/dev/fd"
+        ln -s /proc/self/fd/0 "$root/dev/stdin"
+        ln -s /proc/self/fd/1 "$root/dev/stdout"
+        ln -s /proc/self/fd/2 "$root/dev/stderr"
+        mount -t tmpfs -o mode=1777 tmpfs "$root/dev/shm"
+        # FUSE as the host has it (mode kept), unless VIZDESK_SID_FUSE says otherwise.
+        case ${VIZDESK_SID_FUSE:-host} in
+            usable) mknod -m 0666 "$root/dev/fuse" c 10 229 ;;
+            root-only) mknod -m 0600 "$root/dev/fuse" c 10 229 ;;
+            missing) ;;
+            *) if [[ -c /dev/fuse ]]; then
+                   mknod -m "$(stat -c %a /dev/fuse)" "$root/dev/fuse" c 10 229
+               fi ;;
+        esac
         mount --rbind /sys "$root/sys" # keeps the cgroup mounts that slurmd wants
         mount -t tmpfs -o mode=0755 tmpfs "$root/run"
         mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
         mkdir -m 1777 "$root/tmp/.X11-unix" "$root/tmp/.ICE-unix"
-        mkdir -p "$root/dev/shm" && mount -t tmpfs -o mode=1777 tmpfs "$root/dev/shm"
         cp /etc/hosts "$root/etc/hosts"
         grep -q "vizsid" "$root/etc/hosts" || echo "127.0.0.1 vizsid" >>"$root/etc/hosts"
         cp -L /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
@@ -399,6 +422,10 @@ cmd_up() {
         say "namespace: running on an older root: restarting it"
         cmd_down
     fi
+    if pid=$(holder_pid) && [[ $(cat "$RUN_DIR/holder.version" 2>/dev/null) != "$(ns_version)" ]]; then
+        say "namespace: started by an older sidroot.sh (how it mounts /dev, ...): restarting it"
+        cmd_down
+    fi
     if pid=$(holder_pid); then
         say "namespace: running (init pid $pid)"
     else
@@ -421,6 +448,7 @@ cmd_up() {
         }
         echo "$child" >"$HOLDER_PID"
         echo "$root" >"$RUN_DIR/holder.root"
+        ns_version >"$RUN_DIR/holder.version"
         timing "namespace up" "$t0"
         say "namespace: started (init pid $child)"
     fi
@@ -433,6 +461,34 @@ cmd_up() {
 }
 
 ppid_of() { awk '{print $4}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# What decides how a running namespace was set up (restart it when this changes).
+ns_version() { { declare -f ns_exec cmd_holder; echo "$REPO"; } | sha256sum | cut -c1-16; }
+
+# fuse [usable|root-only|missing|host]: set the namespace's /dev/fuse (its own /dev, so the
+# host's device is never touched); without an argument, print the current state.
+cmd_fuse() {
+    need_root
+    holder_pid >/dev/null || die "the namespace is not running (sidroot.sh up)"
+    local mode=${1:-}
+    if [[ -n $mode ]]; then
+        local host_mode=""
+        [[ -c /dev/fuse ]] && host_mode=$(stat -c %a /dev/fuse)
+        # shellcheck disable=SC2016 # expanded by the inner shell
+        ns_run root -- bash -c '
+            set -e
+            rm -f /dev/fuse
+            case $1 in
+                usable) mknod -m 0666 /dev/fuse c 10 229 ;;
+                root-only) mknod -m 0600 /dev/fuse c 10 229 ;;
+                missing) ;;
+                host) [[ -z $2 ]] || mknod -m "$2" /dev/fuse c 10 229 ;;
+                *) echo "fuse: unknown mode $1 (usable, root-only, missing, host)" >&2; exit 2 ;;
+            esac' _ "$mode" "$host_mode"
+    fi
+    # shellcheck disable=SC2016
+    ns_run root -- bash -c 'if [[ -c /dev/fuse ]]; then stat -c "%a %U" /dev/fuse; else echo missing; fi'
+}
 
 cmd_holder() { # internal: becomes the namespace's holder (started detached by `up`)
     local fd
@@ -640,6 +696,7 @@ main() {
     run | exec) cmd_run "$@" ;;
     enter | shell) cmd_enter "$@" ;;
     images) cmd_images "$@" ;;
+    fuse) cmd_fuse "$@" ;;
     venv) cmd_venv "$@" ;;
     status) cmd_status ;;
     env) cat "$RUN_DIR/env" ;;

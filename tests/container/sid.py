@@ -103,6 +103,23 @@ class Sid:
     def kill_matching(self, pattern: str, user: str = "alice") -> None:
         self.run("pkill", "-KILL", "-u", user, "-f", pattern, check=False)
 
+    def fuse(self, mode: str | None = None) -> str:
+        """Set the root's own /dev/fuse (usable, root-only, missing, host); its state."""
+        res = script("fuse", *([mode] if mode else []), timeout=60)
+        if res.returncode != 0:
+            raise AssertionError(f"sidroot.sh fuse {mode}: {res.stderr[-2000:]}")
+        return res.stdout.strip()
+
+    def fuse_usable(self, user: str = "alice") -> bool:
+        """Whether ``user`` can open /dev/fuse (else Apptainer must extract the SIF)."""
+        return self.run("test", "-r", "/dev/fuse", "-a", "-w", "/dev/fuse", user=user,
+                        check=False).returncode == 0  # fmt: skip
+
+    def unsquash(self, user: str = "alice") -> list[str]:
+        """Apptainer's action flags for images here: ``--unsquash`` without usable FUSE,
+        as vizdesk's node wrapper and job launcher decide on a compute node."""
+        return [] if self.fuse_usable(user) else ["--unsquash"]
+
     def write_file(self, inner: str, text: str, mode: int = 0o644) -> None:
         """Write a file inside the root (a path on the root's disk, not /tmp or /run)."""
         path = self.root / inner.lstrip("/")

@@ -51,7 +51,11 @@ async def main(partition: str) -> None:
     tag = secrets.token_hex(3)
     scripts = {}
     for name, body in (
-        ("sleep", "exec apptainer exec --cleanenv /srv/vizdesk/images/compute.sif sleep 300"),
+        (
+            "sleep",
+            "exec apptainer exec --cleanenv $(test -r /dev/fuse -a -w /dev/fuse || echo --unsquash)"
+            " /srv/vizdesk/images/compute.sif sleep 300",
+        ),
         ("fail", 'echo "VZC=$VZC"; exit 3'),
     ):
         p = Path(f"/tmp/vzc-probe-{tag}-{name}.sh")

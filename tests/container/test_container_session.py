@@ -77,18 +77,20 @@ def daemon_config(sid: Sid, port: int, prefix: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def sid_daemon(sid_venv: Sid) -> Iterator[SidDaemon]:
-    sid = sid_venv
+def start_sid_daemon(sid: Sid, overrides: dict[str, Any] | None = None) -> Iterator[SidDaemon]:
+    """`vizdesk serve` inside the root with the tier's config (plus ``overrides``)."""
     tag = secrets.token_hex(3)
     prefix = f"vzc-{tag}:"
     secret = secrets.token_hex(32)
     sid.write_file("/etc/vizdesk-sid/jwt_secret", secret, 0o600)
     port = free_port(int(sid.env["SID_DAEMON_PORT"]), int(sid.env["SID_DAEMON_PORT"]) + 15)
     config_path = f"/etc/vizdesk-sid/daemon-{tag}.yaml"
-    sid.write_file(config_path, yaml.safe_dump(daemon_config(sid, port, prefix)), 0o644)
+    cfg = daemon_config(sid, port, prefix)
+    for section, values in (overrides or {}).items():
+        cfg[section] = {**cfg.get(section, {}), **values}
+    sid.write_file(config_path, yaml.safe_dump(cfg), 0o644)
     sid.run("/opt/vizdesk-venv/bin/vizdesk", "--config", config_path, "check-config")
-    log = OUTPUT / "container-daemon.log"
+    log = OUTPUT / f"container-daemon-{tag}.log"
     proc = sid.popen(
         "/opt/vizdesk-venv/bin/vizdesk", "--config", config_path, "serve",
         env={"PYTHONUNBUFFERED": "1"}, log=log,
@@ -111,6 +113,11 @@ def sid_daemon(sid_venv: Sid) -> Iterator[SidDaemon]:
     except Exception:
         sid.run("pkill", "-KILL", "-f", "--", f"--config {config_path} serve", check=False)
     sid.run("rm", "-f", config_path, check=False)
+
+
+@pytest.fixture(scope="module")
+def sid_daemon(sid_venv: Sid) -> Iterator[SidDaemon]:
+    yield from start_sid_daemon(sid_venv)
 
 
 @pytest_asyncio.fixture
@@ -154,8 +161,20 @@ async def test_images_endpoint_lists_the_built_images(
         assert r.status == 400, await r.text()
 
 
+@pytest.fixture(params=["usable", "root-only", "missing"])
+def fuse_mode(request: pytest.FixtureRequest, sid_venv: Sid) -> Iterator[str]:
+    """The compute node's /dev/fuse as sites have it: usable by users, root-only, absent."""
+    mode: str = request.param
+    state = sid_venv.fuse(mode)
+    assert state == {"usable": "666 root", "root-only": "600 root", "missing": "missing"}[mode]
+    try:
+        yield mode
+    finally:
+        sid_venv.fuse("host")
+
+
 async def test_session_in_container_reaches_ready_and_streams_a_desktop(
-    http: aiohttp.ClientSession, sid_daemon: SidDaemon, sid_venv: Sid
+    http: aiohttp.ClientSession, sid_daemon: SidDaemon, sid_venv: Sid, fuse_mode: str
 ) -> None:
     d, sid = sid_daemon, sid_venv
     async with http.get(f"{d.url}/api/v1/images", headers=d.headers("alice")) as r:
@@ -182,6 +201,9 @@ async def test_session_in_container_reaches_ready_and_streams_a_desktop(
         assert any("Apptainer runtime parent: vnc.sif" in c for c in cmds), cmds
         assert any("Xvnc" in c for c in cmds), cmds
         assert {u for _, u, _ in procs} == {"alice"}
+        # The image is FUSE-mounted where users may use FUSE, else extracted (--unsquash).
+        fuse_mounted = any(c.split()[0].rsplit("/", 1)[-1].startswith("squashfuse") for c in cmds)
+        assert fuse_mounted == (fuse_mode == "usable"), cmds
 
         async with http.post(
             f"{d.url}/api/v1/sessions/{session_id}/connect", headers=d.headers("alice")
@@ -221,3 +243,35 @@ async def test_session_in_container_reaches_ready_and_streams_a_desktop(
     ).stdout.strip()  # fmt: skip
     assert reg == "0"
     print(json.dumps({"ready": ready.get("ready_at"), "ended": ended.get("ended_at")}))
+
+
+async def test_session_without_fuse_and_unsquash_never_fails_with_the_reason(
+    http: aiohttp.ClientSession, sid_venv: Sid
+) -> None:
+    """Where the node may not extract images either, the session says why, not 'exit 3'."""
+    sid = sid_venv
+    sid.fuse("root-only")
+    daemons = start_sid_daemon(sid, {"node": {"apptainer_unsquash": "never"}})
+    d = next(daemons)
+    try:
+        async with http.get(f"{d.url}/api/v1/images", headers=d.headers("alice")) as r:
+            vnc = next(i for i in (await r.json())["images"] if i["kind"] == "viz")
+        async with http.post(
+            f"{d.url}/api/v1/sessions", json={"image": vnc["id"]}, headers=d.headers("alice")
+        ) as r:
+            created = await r.json()
+            assert r.status == 201, created
+        failed = await wait_state(http, d, created["id"], {"READY", "FAILED", "ENDED"}, 90)
+        assert failed["state"] == "FAILED", failed
+        reason = failed["reason"]
+        assert reason.startswith("desktop did not start: "), reason
+        assert "/dev/fuse (crw------- root) is not accessible to this user" in reason, reason
+        assert "node.apptainer_unsquash is never" in reason, reason
+        assert "failed to open /dev/fuse: Permission denied" in reason, reason
+        deadline = time.monotonic() + 15
+        while sid.processes("alice") and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert not sid.processes("alice"), sid.processes("alice")
+    finally:
+        sid.fuse("host")
+        next(daemons, None)

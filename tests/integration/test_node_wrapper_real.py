@@ -553,7 +553,12 @@ def test_start_failure_exits_3_with_a_clear_message(
     wrappers.append(w)
     assert w.wait_exit(20) == 3
     assert "cannot start tigervnc (/nonexistent/Xvnc)" in w.log()
-    assert w.registration() is None
+    # No usable registration: a failure record with the reason, for the daemon to show.
+    failure = w.registration()
+    assert failure is not None and set(failure) == {"session_id", "error", "at"}, failure
+    assert failure["session_id"] == w.sid
+    want = "cannot start tigervnc (/nonexistent/Xvnc): No such file or directory"
+    assert failure["error"] == want
     assert list(w.tmpdir.glob("vizdesk-*")) == []
     assert wait_gone(w.sid, []) == []
 

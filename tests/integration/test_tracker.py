@@ -322,3 +322,41 @@ async def test_stop_reason_names_who_stopped(world) -> None:
     assert a is not None and a.state == SessionState.ENDED and a.reason == "stopped by user"
     assert b is not None and b.state == SessionState.ENDED
     assert b.reason == "stopped by admin carol"
+
+
+async def test_node_failure_record_fails_the_session_with_its_reason(world) -> None:
+    """The wrapper could not start the desktop and said why (written with the session's own
+    ACL credentials, as `vizdesk node vnc` does): the session FAILS with that reason."""
+    from vizdesk.contract.registration import failure_json
+    from vizdesk.node.registration import Registrar
+
+    _, keys, backend, store, tracker, redis_admin = world
+    s = await add_session(store, "3101")
+    backend.jobs["3101"] = running("3101")
+    username, password = await tracker.registrations.create_credentials(s.id)
+    kw = redis_admin.connection_pool.connection_kwargs
+    url = f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
+    reg = Registrar(url, username, password, keys.registration(s.id), 15)
+    error = "/dev/fuse (crw------- root) is not accessible to this user: tigervnc exited"
+    assert await reg.put(failure_json(s.id, error + "\n" + "x" * 2000), ttl=600)
+    await reg.close()
+    await tracker.tick()
+    got = await store.get(s.id)
+    assert got is not None and got.state == SessionState.FAILED
+    assert got.reason.startswith(f"desktop did not start: {error} xxx"), got.reason
+    assert len(got.reason) <= len("desktop did not start: ") + 500
+    assert backend.cancelled == ["3101"]
+
+
+async def test_job_ending_after_a_node_failure_record_keeps_its_reason(world) -> None:
+    """The job exited (code 3) before a tick saw the record: the record still explains it."""
+    from vizdesk.contract.registration import failure_json
+
+    _, keys, backend, store, tracker, redis_admin = world
+    s = await add_session(store, "3102")
+    await redis_admin.set(keys.registration(s.id), failure_json(s.id, "no VNC server"), ex=60)
+    backend.jobs["3102"] = JobStatus("3102", JobState.FAILED, user="alice", exit_code=3)
+    await tracker.tick()
+    got = await store.get(s.id)
+    assert got is not None and got.state == SessionState.FAILED
+    assert got.reason == "desktop did not start: no VNC server"

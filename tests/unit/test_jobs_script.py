@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import stat
 import string
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -242,3 +244,44 @@ def test_container_run_mode_without_command(script: str, fake_apptainer: str) ->
     assert args == ["run", "--cleanenv", "--no-eval", "/i.sif"]
     res = run(script, env_for([], image_path="/i.sif", mode="exec", apptainer=fake_apptainer))
     assert res.returncode == 125  # exec needs a command
+
+
+def user_may_open_fuse(prefix: list[str]) -> bool:
+    cmd = [*prefix, "/bin/bash", "-c", "[[ -r /dev/fuse && -w /dev/fuse ]]"]
+    return subprocess.run(cmd, check=False).returncode == 0
+
+
+@pytest.mark.parametrize("setting", ["always", "never", "auto"])
+def test_container_unsquash_where_fuse_is_not_usable(
+    script: str, fake_apptainer: str, setting: str
+) -> None:
+    """auto: --unsquash exactly when the job's user cannot open /dev/fuse read-write (run
+    as nobody when we are root, as a job would run; this machine's device decides)."""
+    here = Path(tempfile.mkdtemp(prefix="vizdesk-launcher-", dir="/tmp"))  # nobody may read
+    here.chmod(0o755)
+    for src in (script, fake_apptainer):
+        shutil.copy(src, here / Path(src).name)
+        (here / Path(src).name).chmod(0o755)
+    apptainer = str(here / Path(fake_apptainer).name)
+    env = env_for(["true"], image_path="/i.sif", mode="exec", apptainer=apptainer)
+    env["VIZDESK_APPTAINER_UNSQUASH"] = setting
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if os.geteuid() != 0:
+        prefix = []
+    res = subprocess.run(
+        [*prefix, "/bin/bash", str(here / Path(script).name)],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    shutil.rmtree(here)
+    assert res.returncode == 0, res.stderr
+    args = [ln[4:-1] for ln in res.stdout.splitlines() if ln.startswith("ARG<")]
+    want = {"always": True, "never": False, "auto": not user_may_open_fuse(prefix)}[setting]
+    assert ("--unsquash" in args) is want, args
+    assert ("extracting the image" in res.stderr) is (want and setting == "auto")
+
+
+def test_environment_carries_the_unsquash_setting() -> None:
+    env = env_for(["true"], image_path="/i.sif", unsquash="never")
+    assert env["VIZDESK_APPTAINER_UNSQUASH"] == "never"
+    assert "VIZDESK_APPTAINER_UNSQUASH" not in env_for(["true"])  # no image, no Apptainer

@@ -197,3 +197,8 @@ def test_vnc_flavor_from_image_labels() -> None:
         "--labels",
         IMAGE,
     ]
+
+
+def test_apptainer_argv_unsquash_extracts_instead_of_fuse() -> None:
+    argv = container.apptainer_exec_argv("apptainer", IMAGE, ["Xvnc"], gpu=True, unsquash=True)
+    assert argv == ["apptainer", "exec", "--cleanenv", "--unsquash", "--nv", IMAGE, "Xvnc"]

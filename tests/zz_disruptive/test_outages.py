@@ -82,7 +82,8 @@ async def test_redis_restart_keeps_desktops(http, daemon, testbed) -> None:
     await wait_for_state(http, daemon, sid, {"READY"}, timeout=20)
     password = testbed.redis_password
     subprocess.run(
-        ["redis-cli", "-a", password, "--no-auth-warning", "SHUTDOWN", "SAVE"], capture_output=True
+        ["redis-cli", "-p", testbed.env["REDIS_PORT"], "-a", password, "--no-auth-warning",
+         "SHUTDOWN", "SAVE"], capture_output=True
     )
     subprocess.run([str(REPO / "testbed" / "testbed.sh"), "up"], check=True, capture_output=True)
     # Longer than the registration TTL: without restored ACL users the heartbeat would fail

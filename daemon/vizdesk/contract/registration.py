@@ -6,6 +6,11 @@ the session's ACL user, a TTL and a heartbeat); the daemon reads it back with
 :data:`FIELDS`; the value contains the VNC password (the daemon uses it for the RFB
 handshake) and nothing else secret, never the Redis credentials. The daemon never takes
 the host from it: it connects to the node Slurm reports.
+
+A wrapper that cannot start its desktop writes a *failure record* to the same key instead:
+``{"session_id", "error", "at"}`` (:func:`failure_json`); :func:`parse_registration`
+raises :class:`NodeReportedFailure` for it and the daemon fails the session with that
+reason (bounded to :data:`MAX_FAILURE_CHARS`).
 """
 
 from __future__ import annotations
@@ -47,6 +52,47 @@ class GpuReport(Protocol):
 
 class RegistrationRejected(ValueError):
     """The registration exists but must not be used (port out of range, wrong session...)."""
+
+
+#: A failure record stays this long, past the job's end, for the daemon to read.
+FAILURE_TTL_SECONDS = 600
+#: The longest failure text written by the node and taken by the daemon.
+MAX_FAILURE_CHARS = 500
+
+
+class NodeReportedFailure(Exception):
+    """The node's wrapper could not start the desktop and left why in the registration
+    key (a failure record, written with the session's own credentials)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def failure_json(session_id: str, error: str) -> str:
+    """The failure record for ``session_id``: why its desktop could not start."""
+    text = " ".join(error.split())[:MAX_FAILURE_CHARS]
+    doc = {"session_id": session_id, "error": text, "at": utc_now_iso()}
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def failure_text(data: dict[str, Any]) -> str:
+    """The (bounded, one-line) reason of a failure record."""
+    err = data.get("error")
+    if not isinstance(err, str) or not err.strip():
+        return "the node reported an unspecified error"
+    return " ".join(err.split())[:MAX_FAILURE_CHARS]
+
+
+def parse_failure(sid: str, raw: str | bytes) -> str | None:
+    """The reason, when ``raw`` is session ``sid``'s failure record; else None."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and data.get("session_id") == sid and "error" in data:
+        return failure_text(data)
+    return None
 
 
 @dataclass
@@ -109,6 +155,8 @@ def parse_registration(sid: str, raw: str | bytes, port_min: int, port_max: int)
         raise RegistrationRejected("registration is not an object")
     if data.get("session_id") != sid:
         raise RegistrationRejected("registration names another session")
+    if "error" in data:
+        raise NodeReportedFailure(failure_text(data))
     port = data.get("port")
     if not isinstance(port, int) or isinstance(port, bool):
         raise RegistrationRejected("registration port is not an integer")

@@ -175,7 +175,7 @@ class RecordTracker(Generic[R, S]):
             await self.cancel_in_slurm(record)
             return await self._finish(record, *outcomes.wrong_user)
         if status.state.is_finished:
-            state, reason = self.finished(record, status)
+            state, reason = await self.finished(record, status)
             return await self._finish(record, state, reason, status)
         if record.state == record.MACHINE.stopping:
             if record.last_cancel_at is None or now - record.last_cancel_at > CANCEL_RETRY:
@@ -189,7 +189,7 @@ class RecordTracker(Generic[R, S]):
             return await self.running(record, status)
         return record
 
-    def finished(self, record: R, status: JobStatus) -> Outcome[S]:
+    async def finished(self, record: R, status: JobStatus) -> Outcome[S]:
         """The final state and reason of a job Slurm reports as finished."""
         raise NotImplementedError
 

@@ -38,7 +38,7 @@ class JobTracking(RecordTracker[BatchJob, BatchJobState]):
     def __init__(self, backend: SlurmBackend, store: JobStore, metrics: Metrics | None) -> None:
         super().__init__(backend, store, BatchJobState, metrics.jobs if metrics else None)
 
-    def finished(self, record: BatchJob, status: JobStatus) -> Outcome[BatchJobState]:
+    async def finished(self, record: BatchJob, status: JobStatus) -> Outcome[BatchJobState]:
         return final_outcome(status, record.stop_requested_at is not None)
 
     def stopped(self, record: BatchJob) -> Outcome[BatchJobState]:

@@ -216,6 +216,7 @@ class JobManager(JobTracking):
                 gpus=spec.gpus,
                 apptainer=self.cfg.node.apptainer,
                 binds=self.cfg.node.apptainer_binds,
+                unsquash=self.cfg.node.apptainer_unsquash,
             )
             submit = submit_request(
                 job,

@@ -35,6 +35,8 @@ BATCH_SCRIPT = r"""#!/bin/bash
 #   VIZDESK_APPTAINER        the apptainer binary (default: apptainer)
 #   VIZDESK_APPTAINER_BINDS  bind specs, one per line (used when their source exists)
 #   VIZDESK_GPUS             GPUs requested (more than 0 adds --nv)
+#   VIZDESK_APPTAINER_UNSQUASH  auto | always | never: extract the image (--unsquash);
+#                            auto: where this user may not open /dev/fuse
 #   VIZDESK_PARAM_NAMES      names of the VIZDESK_PARAM_<NAME> variables to pass on
 #   VIZDESK_PARAM_<NAME>, VIZDESK_PARAMS_JSON, VIZDESK_JOB_ID   data for the command
 set -u
@@ -59,9 +61,10 @@ app=${VIZDESK_APP:-}
 apptainer=${VIZDESK_APPTAINER:-apptainer}
 binds=${VIZDESK_APPTAINER_BINDS:-}
 gpus=${VIZDESK_GPUS:-0}
+unsquash=${VIZDESK_APPTAINER_UNSQUASH:-auto}
 names=${VIZDESK_PARAM_NAMES:-}
 unset VIZDESK_ARGC VIZDESK_IMAGE VIZDESK_MODE VIZDESK_APP VIZDESK_APPTAINER \
-    VIZDESK_APPTAINER_BINDS VIZDESK_GPUS
+    VIZDESK_APPTAINER_BINDS VIZDESK_GPUS VIZDESK_APPTAINER_UNSQUASH
 
 if [[ -z $image ]]; then
     ((${#argv[@]} > 0)) || fail "no command to run"
@@ -77,6 +80,18 @@ cmd=("$apptainer" "$mode" --cleanenv --no-eval)
 if [[ $gpus =~ ^[0-9]{1,3}$ ]] && ((10#$gpus > 0)); then
     cmd+=(--nv)
 fi
+# Without a /dev/fuse this user may open, Apptainer cannot mount the SIF (and does not fall
+# back by itself): have it extract the image to a temporary sandbox.
+case $unsquash in
+    always) cmd+=(--unsquash) ;;
+    never) ;;
+    *)
+        if ! [[ -r /dev/fuse && -w /dev/fuse ]]; then
+            printf 'vizdesk: /dev/fuse is not usable here: extracting the image (--unsquash)\n' >&2
+            cmd+=(--unsquash)
+        fi
+        ;;
+esac
 if [[ -n $app ]]; then
     cmd+=(--app "$app")
 fi
@@ -156,6 +171,7 @@ def job_environment(
     gpus: int,
     apptainer: str,
     binds: Sequence[str],
+    unsquash: str = "auto",
 ) -> dict[str, str]:
     """The job's environment for :data:`BATCH_SCRIPT` (handed to sbatch, never argv)."""
     env: dict[str, str] = {
@@ -172,6 +188,7 @@ def job_environment(
         env["VIZDESK_MODE"] = mode
         env["VIZDESK_APPTAINER"] = apptainer
         env["VIZDESK_GPUS"] = str(gpus)
+        env["VIZDESK_APPTAINER_UNSQUASH"] = unsquash
         if app:
             env["VIZDESK_APP"] = app
         if binds:

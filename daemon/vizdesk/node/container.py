@@ -54,9 +54,16 @@ def apptainer_exec_argv(
     gpu: bool,
     binds: Sequence[str] = (),
     private_dir: str | None = None,
+    unsquash: bool = False,
 ) -> list[str]:
-    """argv running ``inner`` inside ``image`` with a clean environment."""
+    """argv running ``inner`` inside ``image`` with a clean environment.
+
+    ``unsquash``: extract the SIF to a temporary sandbox instead of mounting it with FUSE
+    (for nodes where users may not use FUSE, see :mod:`vizdesk.node.fuse`).
+    """
     argv = [apptainer, "exec", "--cleanenv"]
+    if unsquash:
+        argv.append("--unsquash")
     if gpu:
         argv.append("--nv")
     for spec in binds:

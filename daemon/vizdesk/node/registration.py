@@ -62,11 +62,11 @@ class Registrar:
         )
         self.failures = 0  # consecutive failed writes
 
-    async def put(self, value: str) -> bool:
+    async def put(self, value: str, ttl: int | None = None) -> bool:
         """SET the key with its TTL; False (logged) if Redis could not be reached."""
         try:
             await asyncio.wait_for(
-                self._client.set(self.key, value, ex=self.ttl), timeout=self.timeout * 2
+                self._client.set(self.key, value, ex=ttl or self.ttl), timeout=self.timeout * 2
             )
         except (RedisError, OSError, TimeoutError) as exc:
             self.failures += 1

@@ -43,8 +43,14 @@ from vizdesk.contract.jobenv import (
     parse_job_env,
 )
 from vizdesk.contract.keys import Keys
-from vizdesk.contract.registration import GpuReport, Registration, utc_now_iso
-from vizdesk.node import container, procs, sweep
+from vizdesk.contract.registration import (
+    FAILURE_TTL_SECONDS,
+    GpuReport,
+    Registration,
+    failure_json,
+    utc_now_iso,
+)
+from vizdesk.node import container, fuse, procs, sweep
 from vizdesk.node.display import parse_displayfd_output, pick_free_display, x_socket_exists
 from vizdesk.node.gpu import detect_gpus
 from vizdesk.node.guardian import DONE, handoff_line
@@ -127,6 +133,9 @@ class Wrapper:
         self.guardian: asyncio.subprocess.Process | None = None
         self.record_task: asyncio.Task[None] | None = None
         self.t0 = _T0_WALL
+        self.unsquash = False  # extract the image instead of a FUSE mount (see _plan_image)
+        self.fuse_note = ""  # why FUSE is not usable here, for failure reasons
+        self.failure_reported = False  # a failure record stands in the registration key
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> int:
@@ -152,6 +161,7 @@ class Wrapper:
         except StartupError as exc:
             log.error("startup_failed", error=str(exc))
             print(f"vizdesk node vnc: {exc}", file=sys.stderr, flush=True)
+            await self._report_failure(str(exc))
             code = EXIT_STARTUP_FAILED
         except Exception as exc:
             log.exception("wrapper_error", error=f"{type(exc).__name__}: {exc}")
@@ -195,6 +205,7 @@ class Wrapper:
 
         gpus = await asyncio.to_thread(detect_gpus, self.env)
         gpu = bool(gpus)
+        self._plan_image()
         adapter = await self._choose_adapter()
         log.info(
             "starting",
@@ -278,6 +289,32 @@ class Wrapper:
             await asyncio.wait_for(guardian.wait(), 2.0)
         self.guardian = None
 
+    def _plan_image(self) -> None:
+        """Mount the image with FUSE where this user may, else have Apptainer extract it."""
+        if not self.job.image:
+            return
+        check = fuse.check_fuse()
+        self.unsquash = fuse.wants_unsquash(self.node.apptainer_unsquash, check)
+        if not check.usable:
+            self.fuse_note = check.reason
+            log.warning(
+                "fuse_unavailable",
+                reason=check.reason,
+                unsquash=self.unsquash,
+                setting=self.node.apptainer_unsquash,
+            )
+
+    async def _report_failure(self, error: str) -> None:
+        """Leave the reason in the registration key, where the daemon reads it."""
+        if self.registrar is None:
+            return
+        if self.fuse_note and not self.unsquash:
+            error = f"{self.fuse_note} and node.apptainer_unsquash is never: {error}"
+        value = failure_json(self.job.session_id, error)
+        if await self.registrar.put(value, ttl=FAILURE_TTL_SECONDS):
+            self.failure_reported = True
+            log.info("failure_reported", key=self.job.reg_key)
+
     # ------------------------------------------------------------------ adapters
     async def _choose_adapter(self) -> VncServer:
         if not self.job.image:
@@ -292,7 +329,9 @@ class Wrapper:
         if flavor is None:
             probe = ["test", "-x", node.turbovnc_vncserver]
             rc, _ = await self._run_quiet(
-                container.apptainer_exec_argv(node.apptainer, image, probe, gpu=False)
+                container.apptainer_exec_argv(
+                    node.apptainer, image, probe, gpu=False, unsquash=self.unsquash
+                )
             )
             flavor = "turbovnc" if rc == 0 else "tigervnc"
         log.info("image_vnc_flavor", image=image, vnc=flavor)
@@ -348,6 +387,7 @@ class Wrapper:
             gpu=gpu,
             binds=binds,
             private_dir=str(self.private.path),
+            unsquash=self.unsquash,
         )
         return wrapped, container.container_environ(env)
 
@@ -679,7 +719,8 @@ class Wrapper:
                 await asyncio.gather(task, return_exceptions=True)
         try:
             if self.registrar is not None:
-                if await self.registrar.delete():
+                # A failure record stays (with its own TTL) for the daemon to read.
+                if not self.failure_reported and await self.registrar.delete():
                     log.info("registration_deleted", key=self.job.reg_key)
                 await self.registrar.close()
         except Exception as exc:

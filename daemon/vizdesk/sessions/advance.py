@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from ..contract.registration import Registration, RegistrationRejected
+from ..contract.registration import NodeReportedFailure, Registration, RegistrationRejected
 from ..core.records import utcnow
 from ..core.tracked import Outcome, Outcomes, RecordTracker, TrackEvents
 from ..slurm.base import JobState, JobStatus
@@ -39,6 +39,9 @@ FINISHED: dict[JobState, tuple[SessionState, str]] = {
     JobState.OUT_OF_MEMORY: (SessionState.FAILED, "out of memory"),
     JobState.BOOT_FAIL: (SessionState.FAILED, "node boot failure"),
 }
+
+#: States in which the desktop has not come up yet (a node-reported failure explains an end).
+STARTING_STATES = (SessionState.PENDING, SessionState.STARTING)
 
 OUTCOMES = Outcomes(
     queued=(SessionState.PENDING, "queued"),  # or "suspended"
@@ -100,8 +103,14 @@ class SessionTracking(RecordTracker[Session, SessionState]):
 
     # ------------------------------------------------------------ outcomes
 
-    def finished(self, record: Session, status: JobStatus) -> Outcome[SessionState]:
-        return finished_outcome(status, record)
+    async def finished(self, record: Session, status: JobStatus) -> Outcome[SessionState]:
+        state, reason = finished_outcome(status, record)
+        if state == SessionState.FAILED and record.state in STARTING_STATES:
+            # The wrapper may have said why before its job ended (a failure record).
+            failure = await self.registrations.failure(record.id)
+            if failure:
+                reason = f"desktop did not start: {failure}"
+        return state, reason
 
     def stopped(self, record: Session) -> Outcome[SessionState]:
         return SessionState.ENDED, stopped_reason(record)
@@ -114,6 +123,18 @@ class SessionTracking(RecordTracker[Session, SessionState]):
         session = record
         try:
             reg = await self.registrations.load(session.id)
+        except NodeReportedFailure as exc:
+            log.warning(
+                "session.node_failed",
+                session=session.id,
+                user=session.user,
+                job_id=session.job_id,
+                error=exc.error,
+            )
+            await self.cancel_in_slurm(session)
+            return await self._finish(
+                session, SessionState.FAILED, f"desktop did not start: {exc.error}", status
+            )
         except RegistrationRejected as exc:
             log.warning(
                 "registration.rejected",

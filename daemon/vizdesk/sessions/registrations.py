@@ -14,7 +14,7 @@ import secrets
 import redis.asyncio as aioredis
 
 from ..contract.keys import Keys
-from ..contract.registration import Registration, parse_registration
+from ..contract.registration import Registration, parse_failure, parse_registration
 
 
 def password_hash(password: str) -> str:
@@ -63,8 +63,14 @@ class RegistrationManager:
         await self.redis.delete(self.keys.registration(sid))
 
     async def load(self, sid: str) -> Registration | None:
-        """The session's registration, or None if absent. Raises RegistrationRejected."""
+        """The session's registration, or None if absent. Raises RegistrationRejected, or
+        NodeReportedFailure when the wrapper left a failure record instead."""
         raw = await self.redis.get(self.keys.registration(sid))
         if raw is None:
             return None
         return parse_registration(sid, raw, self.port_min, self.port_max)
+
+    async def failure(self, sid: str) -> str | None:
+        """The failure the session's wrapper reported, if its key holds a failure record."""
+        raw = await self.redis.get(self.keys.registration(sid))
+        return None if raw is None else parse_failure(sid, raw)
