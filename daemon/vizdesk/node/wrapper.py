@@ -119,6 +119,19 @@ class Started:
 
 
 class Wrapper:
+    """Role: the compute-node side of one desktop session (``vizdesk node vnc``).
+
+    Contract with the daemon (``vizdesk.contract``): from the job environment it takes the
+    session id and the per-session Redis credentials; it starts the VNC server (and the
+    desktop) on a free port in ``node.port_min..port_max`` — inside Apptainer when an image
+    is set, with ``--unsquash`` where this user may not use FUSE — waits for the RFB banner,
+    then writes its :class:`Registration` and heartbeats it. If the desktop cannot start it
+    writes a failure record (the session's reason) instead and exits 3. On SIGTERM/SIGINT/
+    SIGHUP, or when the server or desktop exits, it deletes the registration and ends every
+    process of the session; a guardian process does the same if the wrapper is killed.
+    :meth:`run` returns the exit code (0 stopped, 3 start-up failed, 1 other error).
+    """
+
     def __init__(self, cfg: Config, job: JobEnv, env: Mapping[str, str]) -> None:
         self.cfg = cfg
         self.node = cfg.node

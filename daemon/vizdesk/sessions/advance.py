@@ -124,28 +124,12 @@ class SessionTracking(RecordTracker[Session, SessionState]):
         try:
             reg = await self.registrations.load(session.id)
         except NodeReportedFailure as exc:
-            log.warning(
-                "session.node_failed",
-                session=session.id,
-                user=session.user,
-                job_id=session.job_id,
-                error=exc.error,
-            )
-            await self.cancel_in_slurm(session)
-            return await self._finish(
-                session, SessionState.FAILED, f"desktop did not start: {exc.error}", status
+            return await self._fail_running(
+                session, status, "session.node_failed", exc.error, "desktop did not start"
             )
         except RegistrationRejected as exc:
-            log.warning(
-                "registration.rejected",
-                session=session.id,
-                user=session.user,
-                job_id=session.job_id,
-                error=str(exc),
-            )
-            await self.cancel_in_slurm(session)
-            return await self._finish(
-                session, SessionState.FAILED, f"registration rejected: {exc}", status
+            return await self._fail_running(
+                session, status, "registration.rejected", str(exc), "registration rejected"
             )
         if reg is not None:
             self._observe_usage(session, status, reg)
@@ -164,6 +148,16 @@ class SessionTracking(RecordTracker[Session, SessionState]):
             )
         node = status.batch_host or status.nodes
         return await self._apply(session, SessionState.STARTING, f"starting on {node}", status)
+
+    async def _fail_running(
+        self, session: Session, status: JobStatus, event: str, error: str, what: str
+    ) -> Session | None:
+        """Log ``event``, cancel the running job and fail the session with ``what: error``."""
+        log.warning(
+            event, session=session.id, user=session.user, job_id=session.job_id, error=error
+        )
+        await self.cancel_in_slurm(session)
+        return await self._finish(session, SessionState.FAILED, f"{what}: {error}", status)
 
     async def on_finished(
         self, record: Session, updated: Session | None, state: SessionState, reason: str
