@@ -129,7 +129,8 @@ class Wrapper:
     writes a failure record (the session's reason) instead and exits 3. On SIGTERM/SIGINT/
     SIGHUP, or when the server or desktop exits, it deletes the registration and ends every
     process of the session; a guardian process does the same if the wrapper is killed.
-    :meth:`run` returns the exit code (0 stopped, 3 start-up failed, 1 other error).
+    :meth:`run` returns the exit code (0 stopped, 3 start-up failed, 4 the VNC server died,
+    1 any other error; 2 is a bad job environment, found before it is built).
     """
 
     def __init__(self, cfg: Config, job: JobEnv, env: Mapping[str, str]) -> None:
