@@ -396,8 +396,9 @@ make_dirs() {
     install -d -m 0755 -o munge -g munge "$MUNGE_RUN"
     install -d -m 0700 -o munge -g munge "$LOG/munge" "$MUNGE_LIB"
     install -d -m 0755 -o root -g root "$ETC/munge"
-    # Job output of desktop sessions (sbatch --output), writable by every test user.
-    install -d -m 1777 -o root -g root "$DIR/jobs"
+    # Job output of desktop sessions (sessions.output_dir: $DIR/jobs/{user}): the daemon
+    # makes one 0700 directory per user in it; nobody but root writes here itself.
+    install -d -m 0755 -o root -g root "$DIR/jobs"
     [[ -e $LOG/slurmctld.log ]] || install -m 0640 -o slurm -g slurm /dev/null "$LOG/slurmctld.log"
     [[ -e $LOG/redis.log ]] || install -m 0640 -o redis -g redis /dev/null "$LOG/redis.log"
     [[ -e $LOG/munge/munged.log ]] || install -m 0640 -o munge -g munge /dev/null "$LOG/munge/munged.log"
@@ -738,7 +739,7 @@ slurm:
   default_partition: viz
 sessions:
   jobscript: $REPO/jobscripts/vnc.sbatch
-  output_dir: $DIR/jobs
+  output_dir: $DIR/jobs/{user}
   registration_ttl_seconds: 15
 node:
   vizdesk_command: $VENV/bin/vizdesk

@@ -349,6 +349,7 @@ async def test_no_secret_in_responses_or_logs(http, daemon, redis_admin) -> None
         assert secret not in log
     job_log = "".join(
         p.read_text(errors="replace")
-        for p in (daemon.config_path.parent.parent / "jobs").glob(f"*{sid}*")
+        for p in (daemon.config_path.parent.parent / "jobs").rglob(f"*{sid}*")
     )
+    assert job_log, "the desktop job's output file was not found"
     assert password not in job_log

@@ -5,6 +5,7 @@ only in the environment)."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -243,14 +244,19 @@ async def test_submission_carries_values_only_in_the_environment(cfg: Config) ->
         assert job.state == BatchJobState.QUEUED and job.reason == "queued in Slurm"
 
 
-async def test_output_dir_and_rejection(cfg: Config) -> None:
-    cfg.jobs.output_dir = "/scratch/{user}/out"
+@pytest.mark.skipif(os.geteuid() != 0, reason="creates a directory owned by another uid")
+async def test_output_dir_and_rejection(cfg: Config, tmp_path: Path) -> None:
+    cfg.jobs.output_dir = f"{tmp_path}/scratch/{{user}}/out"
     backend = RecordingBackend()
     m = manager(cfg, backend)
     spec = await m.resolve(ALICE, validate_job_request(
         {"template": "t", "parameters": {"message": "x"}}, cfg), None)
     job = await m.create(ALICE, spec)
-    assert job.output_path == f"/scratch/alice/out/vizdesk-job-{job.id}.out"
+    out_dir = tmp_path / "scratch" / "alice" / "out"
+    assert job.output_path == f"{out_dir}/vizdesk-job-{job.id}.out"
+    # the user's own directory: created for them, 0700, nobody else may write into it
+    st = out_dir.stat()
+    assert (st.st_uid, st.st_mode & 0o777) == (ALICE.uid, 0o700)
     backend.reject = True
     with pytest.raises(JobSubmitError) as err:
         await m.create(ALICE, spec)

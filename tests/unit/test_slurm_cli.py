@@ -167,6 +167,7 @@ async def test_submit_sends_script_on_stdin_with_minimal_env(
         "USER": "alice",
         "LOGNAME": "alice",
         "SHELL": "/bin/bash",
+        "SLURM_UMASK": "0077",  # the job's files are the user's alone
         "SLURM_CONF": "/etc/slurm/test.conf",
         "VIZDESK_SESSION_ID": "abc123",
         "VIZDESK_REDIS_PASSWORD": "pw",

@@ -187,6 +187,7 @@ async def test_submit_maps_the_request(
             "USER": "alice",
             "LOGNAME": "alice",
             "SHELL": "/bin/bash",
+            "SLURM_UMASK": "0077",  # the job's files are the user's alone
             "VIZDESK_SESSION_ID": "s1",
         },
         "script": script.read_text(),

@@ -56,7 +56,8 @@ async def create_job(request: web.Request) -> web.Response:
         c.policy.check_job(identity, active_jobs=active, **ask(spec.partition, spec.image, spec))
         await c.ratelimiter.hit(identity.user, "job_create")
     try:
-        job = await c.jobs.create(identity, spec)
+        # The count above is a fast refusal; this one is atomic with storing the record.
+        job = await c.jobs.create(identity, spec, max_jobs=c.policy.effective(identity).max_jobs)
     except JobSubmitError as exc:
         audit(request, "job.create", "failed", job=exc.job.id, reason=exc.code)
         raise

@@ -46,7 +46,9 @@ async def create_session(request: web.Request) -> web.Response:
         )
         await c.ratelimiter.hit(identity.user, "create")
     try:
-        session = await c.spawner.create(identity, req, image_path)
+        # The count above is a fast refusal; this one is atomic with storing the record.
+        limit = c.policy.effective(identity).max_sessions
+        session = await c.spawner.create(identity, req, image_path, max_sessions=limit)
     except SubmitError as exc:  # Slurm refused or was unreachable: the session FAILED
         audit(request, "session.create", "failed", session=exc.record.id, reason=exc.code)
         raise

@@ -120,15 +120,16 @@ class Policy:
         sessions that are not ended, without the new one.
         """
         p = self._check_resources(identity, **ask)
-        _check_count(active_sessions, p.max_sessions, "session", "max_sessions")
+        check_count(active_sessions, p.max_sessions, "session", "max_sessions")
 
     def check_job(self, identity: Identity, *, active_jobs: int, **ask: Unpack[Ask]) -> None:
         """Like :meth:`check_session`, for a batch job, against ``max_jobs``."""
         p = self._check_resources(identity, **ask)
-        _check_count(active_jobs, p.max_jobs, "job", "max_jobs")
+        check_count(active_jobs, p.max_jobs, "job", "max_jobs")
 
 
-def _check_count(active: int, limit: int, what: str, key: str) -> None:
+def check_count(active: int, limit: int, what: str, key: str) -> None:
+    """403 ``policy_violation`` when ``active`` live records already reach ``limit``."""
     if active >= limit:
         raise _deny(f"you already have {active} active {what}(s): {key} is {limit}", None)
 

@@ -60,6 +60,39 @@ async def atomic_update(
     raise RuntimeError(f"{key}: too much contention")
 
 
+# Count the user's live records (through their index: every record whose JSON "state" is
+# not final) and store the new one only if that count stays below the limit. One script,
+# so that parallel creates cannot all pass a count taken before any of them was stored.
+# KEYS: record key, user index, active set; ARGV: limit, id, record JSON, key prefix of
+# records, then the final state values. Returns -1 when stored, else the live count.
+CREATE_WITHIN_LIMIT = """
+local limit = tonumber(ARGV[1])
+local final = {}
+for i = 5, #ARGV do final[ARGV[i]] = true end
+local live = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local raw = redis.call('GET', ARGV[4] .. id)
+  if raw then
+    local ok, doc = pcall(cjson.decode, raw)
+    if ok and type(doc) == 'table' and not final[doc['state']] then live = live + 1 end
+  end
+end
+if live >= limit then return live end
+redis.call('SET', KEYS[1], ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[2])
+return -1
+"""
+
+
+class LimitReached(Exception):
+    """:meth:`RecordStore.create_within` found ``live`` records, at the limit already."""
+
+    def __init__(self, live: int, limit: int) -> None:
+        super().__init__(f"{live} live records, limit {limit}")
+        self.live, self.limit = live, limit
+
+
 class RecordStore(Generic[R]):
     """Persistence of one record kind.
 
@@ -87,6 +120,28 @@ class RecordStore(Generic[R]):
             pipe.set(self.key(record.id), record.to_json())
             pipe.sadd(self.user_index(record.user), record.id)
             pipe.sadd(self.active_set, record.id)
+            self._queue_create(pipe, record)
+            pipe.publish(self.events_channel, self.event(record))
+            await pipe.execute()
+
+    async def create_within(self, record: R, limit: int, final_states: Iterable[str]) -> None:
+        """Store a new record unless its user already has ``limit`` live ones (atomic:
+        counted and stored by one Redis script). Raises :class:`LimitReached`."""
+        live = await self.redis.eval(
+            CREATE_WITHIN_LIMIT,
+            3,
+            self.key(record.id),
+            self.user_index(record.user),
+            self.active_set,
+            limit,
+            record.id,
+            record.to_json(),
+            self.key(""),
+            *final_states,
+        )
+        if int(live) >= 0:
+            raise LimitReached(int(live), limit)
+        async with self.redis.pipeline(transaction=True) as pipe:
             self._queue_create(pipe, record)
             pipe.publish(self.events_channel, self.event(record))
             await pipe.execute()

@@ -16,8 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from ..auth.policy import check_count
 from ..auth.types import AuthError
+from ..core.store import LimitReached
 from ..core.submit import SUBMITTING, SubmitError, submit_failure, submit_request, take_job_id
+from ..core.userdirs import USER_PLACEHOLDER, ensure_user_dir
 from ..core.validate import ValidationError, check_partition
 from ..images.catalog import ImageCatalog
 from ..images.resolve import resolve_image
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
     from ..metrics import Metrics
     from ..slurm.base import SlurmBackend
     from .store import JobStore
+
+FINAL_STATES = [s.value for s in BatchJobState if s.is_final]
 
 log = structlog.get_logger("vizdesk.jobs")
 
@@ -182,7 +187,15 @@ class JobManager(JobTracking):
         base = base or identity.home or self.cfg.sessions.workdir
         return f"{base.rstrip('/')}/vizdesk-job-{jid}.out"
 
-    async def create(self, identity: Identity, spec: JobSpec) -> BatchJob:
+    async def create(
+        self, identity: Identity, spec: JobSpec, *, max_jobs: int | None = None
+    ) -> BatchJob:
+        """Store the job and submit it. With ``max_jobs``, only while the caller has fewer
+        live jobs (counted atomically in Redis); otherwise 403 ``policy_violation``."""
+        if USER_PLACEHOLDER in self.cfg.jobs.output_dir:  # the user's own, safe directory
+            await asyncio.to_thread(
+                ensure_user_dir, self.cfg.jobs.output_dir, identity.user, identity.uid, identity.gid
+            )
         jid = new_job_id()
         job = BatchJob(
             id=jid,
@@ -202,7 +215,14 @@ class JobManager(JobTracking):
             output_path=self.output_path(identity, jid),
             reason=SUBMITTING,
         )
-        await self.store.create(job)
+        if max_jobs is None:
+            await self.store.create(job)
+        else:
+            try:
+                await self.store.create_within(job, max_jobs, FINAL_STATES)
+            except LimitReached as exc:
+                check_count(exc.live, exc.limit, "job", "max_jobs")
+                raise
         try:
             script = await self.script_path()
             env = job_environment(

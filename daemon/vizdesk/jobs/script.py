@@ -116,8 +116,17 @@ SCRIPT_HASH = hashlib.sha256(BATCH_SCRIPT.encode()).hexdigest()[:16]
 SCRIPT_NAME = f"vizdesk-batch-{SCRIPT_HASH}.sh"
 
 
-def default_script_dir() -> str:
-    return os.path.join(tempfile.gettempdir(), f"vizdesk-{os.geteuid()}-jobs")
+def default_script_dir(environ: Mapping[str, str] | None = None) -> str:
+    """A directory only the daemon's user owns: ``$STATE_DIRECTORY/jobs`` under systemd
+    (``StateDirectory=vizdesk``), else ``$XDG_STATE_HOME`` or ``~/.local/state`` +
+    ``/vizdesk/jobs``. Never a predictable name in a shared place such as /tmp, which
+    another user could create first."""
+    env = os.environ if environ is None else environ
+    state = env.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        return os.path.join(state, "jobs")
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "vizdesk", "jobs")
 
 
 def install_script(directory: str) -> str:
@@ -128,7 +137,8 @@ def install_script(directory: str) -> str:
     ``sbatch`` can read it. Blocking: call it in a thread.
     """
     d = Path(directory)
-    d.mkdir(mode=0o755, parents=True, exist_ok=True)
+    d.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    d.mkdir(mode=0o755, exist_ok=True)
     st = os.lstat(d)
     if not stat.S_ISDIR(st.st_mode):
         raise RuntimeError(f"jobs.script_dir {d} is not a directory")

@@ -6,13 +6,17 @@ the API authenticates and validates, the tracker follows the job, the proxy conn
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
 
+from ..auth.policy import check_count
 from ..contract.jobenv import session_job_env
+from ..core.store import LimitReached
 from ..core.submit import SubmitError, submit_failure, submit_request, take_job_id
+from ..core.userdirs import USER_PLACEHOLDER, ensure_user_dir
 from ..slurm.base import SlurmError, SlurmUnavailable
 from .model import Session, SessionState, new_session_id
 from .registrations import password_hash
@@ -23,6 +27,8 @@ if TYPE_CHECKING:
     from .request import SessionRequest
 
 log = structlog.get_logger("vizdesk.spawner")
+
+FINAL_STATES = [s.value for s in SessionState if s.is_final]
 
 
 @dataclass(eq=False)
@@ -54,7 +60,12 @@ class Spawner(SessionRole):
         identity: Identity,
         req: SessionRequest,
         image_path: str | None = None,
+        *,
+        max_sessions: int | None = None,
     ) -> Session:
+        """Store the session and submit its job. With ``max_sessions``, the record is only
+        stored while the caller has fewer live sessions (counted atomically in Redis, so
+        parallel requests cannot exceed it); otherwise 403 ``policy_violation``."""
         session = Session(
             id=new_session_id(),
             user=identity.user,
@@ -68,10 +79,18 @@ class Spawner(SessionRole):
             image_path=image_path,
             reason="submitting to Slurm",
         )
+        output = await self._output_path(identity, session.id)  # before anything is stored
         acl_user, acl_password = await self.registrations.create_credentials(session.id)
         session.acl_hash = password_hash(acl_password)
         try:
-            await self.store.create(session)
+            if max_sessions is None:
+                await self.store.create(session)
+            else:
+                await self.store.create_within(session, max_sessions, FINAL_STATES)
+        except LimitReached as exc:
+            await self.registrations.delete_credentials(session.id)
+            check_count(exc.live, exc.limit, "session", "max_sessions")
+            raise
         except BaseException:
             await self.registrations.delete_credentials(session.id)
             raise
@@ -80,7 +99,7 @@ class Spawner(SessionRole):
             script=self.cfg.sessions.jobscript,
             job_name=f"{self.cfg.slurm.job_name_prefix}-{session.id}",
             workdir=identity.home or self.cfg.sessions.workdir,
-            output=self._output_path(session.id),
+            output=output,
             env=self.job_env(session, acl_user, acl_password),
         )
         try:
@@ -104,9 +123,17 @@ class Spawner(SessionRole):
         log.info("session.submitted", session=session.id, user=identity.user, job_id=job_id)
         return stored or session
 
-    def _output_path(self, sid: str) -> str:
+    async def _output_path(self, identity: Identity, sid: str) -> str:
+        """Slurm's --output: in ``sessions.output_dir`` (per user with ``{user}``: created
+        0700 for the user and checked), else Slurm's default (the job's own directory)."""
         out = self.cfg.sessions.output_dir
-        return f"{out.rstrip('/')}/vizdesk-{sid}-%j.out" if out else ""
+        if not out:
+            return ""
+        if USER_PLACEHOLDER in out:
+            out = await asyncio.to_thread(
+                ensure_user_dir, out, identity.user, identity.uid, identity.gid
+            )
+        return f"{out.rstrip('/')}/vizdesk-{sid}-%j.out"
 
     async def _fail(self, sid: str, reason: str) -> Session | None:
         await self.registrations.delete_credentials(sid)

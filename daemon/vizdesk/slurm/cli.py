@@ -42,6 +42,7 @@ from .base import (
 )
 from .squeue_json import parse_squeue_json
 from .validate import (
+    JOB_UMASK,
     base_env,
     check_job_id,
     check_request,
@@ -264,6 +265,7 @@ class SlurmCliBackend(SlurmBackend):
                 env=dict(env),
                 cwd="/",
                 start_new_session=True,  # lets a timeout kill the prefix and its child
+                umask=JOB_UMASK,  # sbatch passes its umask on to the job (SLURM_UMASK)
             )
         except OSError as exc:
             raise SlurmUnavailable(f"cannot run {argv[0]}: {exc.strerror or exc}") from exc

@@ -123,10 +123,16 @@ def base_env() -> dict[str, str]:
     return env
 
 
+#: The umask of every submission: Slurm hands it to the job (SLURM_UMASK), so the job's
+#: output and log files are the user's alone (0600), whatever the daemon's own umask.
+JOB_UMASK = 0o077
+
+
 def user_env(account: Account, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Minimal environment of ``account`` plus ``extra`` (the job's VIZDESK_* variables)."""
     env = base_env()
     env.update(HOME=account.home, USER=account.name, LOGNAME=account.name, SHELL=account.shell)
+    env["SLURM_UMASK"] = f"{JOB_UMASK:04o}"
     if extra:
         env.update(extra)
     return env
