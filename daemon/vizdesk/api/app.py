@@ -20,7 +20,7 @@ from ..images.catalog import ImageCatalog
 from ..jobs.manager import JobManager
 from ..jobs.store import JobStore
 from ..metrics import Metrics
-from ..sessions.registrations import RegistrationManager
+from ..sessions.registrations import RegistrationManager, url_db
 from ..sessions.spawner import Spawner
 from ..sessions.store import SessionStore
 from ..slurm import make_backend
@@ -57,7 +57,9 @@ def build_context(
     backend = backend or make_backend(cfg.slurm, cfg.auth.min_uid)
     backend.on_call = metrics.on_slurm_call
     store = SessionStore(redis, keys, cfg.sessions.ended_retention_seconds)
-    regs = RegistrationManager(redis, keys, cfg.node.port_min, cfg.node.port_max)
+    regs = RegistrationManager(
+        redis, keys, cfg.node.port_min, cfg.node.port_max, node_db=url_db(cfg.node_redis_url)
+    )
     spawner = Spawner(cfg, backend, store, regs, metrics)
     tracker = Tracker(cfg, backend, store, regs, metrics)
     job_store = JobStore(redis, keys, cfg.jobs.ended_retention_seconds)
