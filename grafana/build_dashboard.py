@@ -20,7 +20,7 @@ from typing import Any
 OUT = Path(__file__).resolve().parent / "vizdesk-dashboard.json"
 DS = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 SEL = 'job=~"$job", instance=~"$instance"'
-NODE_SEL = f'{SEL}, node=~"$node", user=~"$user"'
+NODE_SEL = f'{SEL}, node=~"$node"'
 RATE = "$__rate_interval"
 
 
@@ -467,9 +467,9 @@ def build() -> dict[str, Any]:
             "GPU utilisation per session",
             [
                 target(
-                    f"max by (session, user, node) "
+                    f"max by (session, node) "
                     f"(vizdesk_session_gpu_utilization_percent{{{NODE_SEL}}})",
-                    "{{user}} {{session}} ({{node}})",
+                    "{{session}} ({{node}})",
                 )
             ],
             unit="percent",
@@ -495,9 +495,9 @@ def build() -> dict[str, Any]:
             "GPU memory per session",
             [
                 target(
-                    "sum by (session, user, node) "
+                    "sum by (session, node) "
                     f"(vizdesk_session_gpu_memory_bytes{{{NODE_SEL}}})",
-                    "{{user}} {{session}} ({{node}})",
+                    "{{session}} ({{node}})",
                 )
             ],
             unit="bytes",
@@ -510,7 +510,7 @@ def build() -> dict[str, Any]:
             [
                 target(
                     f"topk(10, vizdesk_session_cpu_percent{{{NODE_SEL}}})",
-                    "{{user}} {{session}} ({{node}})",
+                    "{{session}} ({{node}})",
                 )
             ],
             unit="percent",
@@ -523,7 +523,7 @@ def build() -> dict[str, Any]:
             [
                 target(
                     f"topk(10, vizdesk_session_memory_bytes{{{NODE_SEL}}})",
-                    "{{user}} {{session}} ({{node}})",
+                    "{{session}} ({{node}})",
                 )
             ],
             unit="bytes",
@@ -532,15 +532,16 @@ def build() -> dict[str, Any]:
     )
     add(
         table(
-            "Desktops per user and node",
+            "Desktops per node",
             [
                 target(
-                    f"count by (user, node) (vizdesk_session_cpu_percent{{{NODE_SEL}}})",
+                    f"count by (node) (vizdesk_session_cpu_percent{{{NODE_SEL}}})",
                     "",
                     instant=True,
                 )
             ],
-            description="Running desktops that sent a heartbeat, by user and node.",
+            description="Running desktops that sent a heartbeat, by node (per-session "
+            "series carry a hash of the session id, never the user).",
         ),
         24,
         8,
@@ -637,7 +638,6 @@ def build() -> dict[str, Any]:
                     "instance", "Daemon", 'label_values(vnc_sessions_active{job=~"$job"}, instance)'
                 ),
                 query_var("node", "Node", "label_values(vizdesk_session_cpu_percent, node)"),
-                query_var("user", "User", "label_values(vizdesk_session_cpu_percent, user)"),
             ]
         },
         "time": {"from": "now-6h", "to": "now"},

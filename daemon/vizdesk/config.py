@@ -220,6 +220,36 @@ class ImagesConfig:
 
 
 @dataclass
+class MetricsConfig:
+    """Who may read ``GET /metrics`` (Prometheus): a listener of its own, a token, an
+    allow-list of client addresses; any combination."""
+
+    listen: str = ""  # "host:port" of a listener serving /metrics only ("" = the main port)
+    token_file: str = ""  # file holding the Bearer token a scraper must send ("" = none)
+    allow: list[str] = field(default_factory=list)  # client IPs/CIDRs allowed ([] = any)
+
+    def token(self) -> str | None:
+        if not self.token_file:
+            return None
+        token = _read_secret(self.token_file, "metrics.token_file")
+        if not token:
+            raise ConfigError(f"metrics.token_file: {self.token_file} is empty")
+        return token
+
+    def listen_address(self) -> tuple[str, int] | None:
+        """(host, port) of ``listen``, or None when /metrics is on the main port."""
+        if not self.listen:
+            return None
+        host, sep, port = self.listen.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not sep or not host or not port.isascii() or not port.isdigit():
+            raise ConfigError(f"metrics.listen: {self.listen!r} is not host:port")
+        if not 1 <= int(port) <= 65535:
+            raise ConfigError(f"metrics.listen: port {port} outside 1-65535")
+        return host, int(port)
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -233,6 +263,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     path: str = ""  # where it was loaded from (not a YAML key)
 
     def validate(self) -> None:
@@ -258,6 +289,14 @@ class Config:
                 ipaddress.ip_network(net, strict=False)
             except ValueError as exc:
                 raise ConfigError(f"server.trusted_proxies: {net!r} is not an IP or CIDR") from exc
+        for net in self.metrics.allow:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"metrics.allow: {net!r} is not an IP or CIDR") from exc
+        listen = self.metrics.listen_address()
+        if listen is not None and listen == (self.server.host, self.server.port):
+            raise ConfigError("metrics.listen: must differ from server.host:server.port")
         if self.images.cache_ttl_seconds <= 0 or self.images.inspect_timeout_seconds <= 0:
             raise ConfigError("images.cache_ttl_seconds/inspect_timeout_seconds: must be > 0")
         if self.tickets.ttl_seconds <= 0 or self.tickets.ttl_seconds > 30:

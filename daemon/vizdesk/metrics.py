@@ -1,10 +1,25 @@
-"""Prometheus metrics of the daemon, in a registry of their own (one per app)."""
+"""Prometheus metrics of the daemon, in a registry of their own (one per app).
+
+No label carries a user name or a session id: a desktop's usage gauges are labelled
+with :func:`session_label` (a short one-way hash of its id) and its node, and their
+label sets are removed as soon as a GPU leaves the registration or the session ends.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Collection, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 START_BUCKETS = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 120, 300, 600)
+
+
+def session_label(sid: str) -> str:
+    """The ``session`` label of a desktop's gauges: 12 hex digits of SHA-256 of its id
+    (``printf %s ID | sha256sum | cut -c1-12``); the id itself is never on /metrics."""
+    return hashlib.sha256(sid.encode()).hexdigest()[:12]
 
 
 class Metrics:
@@ -52,7 +67,7 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
-        labels = ["session", "user", "node"]
+        labels = ["session", "node"]  # session: session_label(id); never the user
         self.session_cpu = Gauge(
             "vizdesk_session_cpu_percent", "CPU use of a session's processes", labels, registry=r
         )
@@ -71,6 +86,55 @@ class Metrics:
             [*labels, "gpu"],
             registry=r,
         )
+
+        # session id -> (its labels, the gpu labels set): what to remove when it goes
+        self._usage: dict[str, tuple[tuple[str, str], frozenset[str]]] = {}
+
+    def set_session_usage(
+        self,
+        sid: str,
+        node: str,
+        cpu_percent: float,
+        memory_bytes: int,
+        gpus: Mapping[str, tuple[float, int]],
+    ) -> None:
+        """A desktop's usage from its registration; ``gpus``: gpu label -> (utilisation,
+        memory used). Label sets that are no longer reported are removed."""
+        labels = (session_label(sid), node)
+        old = self._usage.get(sid)
+        if old is not None:
+            if old[0] != labels:
+                self.forget_session(sid)
+            else:
+                self._remove_gpus(labels, old[1] - set(gpus))
+        self.session_cpu.labels(*labels).set(cpu_percent)
+        self.session_mem.labels(*labels).set(memory_bytes)
+        for gpu, (util, mem) in gpus.items():
+            self.session_gpu_util.labels(*labels, gpu).set(util)
+            self.session_gpu_mem.labels(*labels, gpu).set(mem)
+        self._usage[sid] = (labels, frozenset(gpus))
+
+    def forget_session(self, sid: str) -> None:
+        """Remove every usage series of a desktop (it ended)."""
+        entry = self._usage.pop(sid, None)
+        if entry is None:
+            return
+        labels, gpus = entry
+        for g in (self.session_cpu, self.session_mem):
+            with contextlib.suppress(KeyError):
+                g.remove(*labels)
+        self._remove_gpus(labels, gpus)
+
+    def keep_sessions(self, sids: Collection[str]) -> None:
+        """Remove the usage series of every desktop not in ``sids`` (the live ones)."""
+        for sid in [s for s in self._usage if s not in sids]:
+            self.forget_session(sid)
+
+    def _remove_gpus(self, labels: tuple[str, str], gpus: Collection[str]) -> None:
+        for gpu in gpus:
+            for g in (self.session_gpu_util, self.session_gpu_mem):
+                with contextlib.suppress(KeyError):
+                    g.remove(*labels, gpu)
 
     def session_failed(self, reason: str) -> None:
         self.sessions_failed.labels(reason=reason).inc()

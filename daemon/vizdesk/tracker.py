@@ -25,6 +25,11 @@ from .slurm.base import SlurmError
 
 log = structlog.get_logger("vizdesk.tracker")
 
+#: A poke (a create, a job writing its registration) ticks early, but ticks start at
+#: least this far apart: a job SETting its key in a loop cannot make the daemon query
+#: Slurm back to back.
+MIN_TICK_GAP_SECONDS = 0.25
+
 
 @dataclass(eq=False)
 class Tracker(SessionRole):
@@ -56,7 +61,9 @@ class Tracker(SessionRole):
 
     async def _run(self) -> None:
         interval = self.cfg.slurm.poll_interval_seconds
+        min_gap = min(interval, MIN_TICK_GAP_SECONDS)
         while True:
+            started = time.monotonic()
             try:
                 await self.tick()
             except RedisError as exc:
@@ -67,6 +74,9 @@ class Tracker(SessionRole):
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
+            gap = min_gap - (time.monotonic() - started)
+            if gap > 0:
+                await asyncio.sleep(gap)
 
     async def tick(self) -> None:
         self.ticks += 1

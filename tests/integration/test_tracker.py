@@ -360,3 +360,80 @@ async def test_job_ending_after_a_node_failure_record_keeps_its_reason(world) ->
     got = await store.get(s.id)
     assert got is not None and got.state == SessionState.FAILED
     assert got.reason == "desktop did not start: no VNC server"
+
+
+async def test_oversized_registration_fails_the_session_unread(world) -> None:
+    """A registration over 64 KiB is rejected by its length alone (issue 17, item 5)."""
+    _, keys, backend, store, tracker, redis = world
+    s = await add_session(store, "3201")
+    backend.jobs["3201"] = running("3201")
+    doc = {"session_id": s.id, "port": 5950, "password": "x", "image": "i" * (10 << 20)}
+    value = json.dumps(doc)
+    await redis.set(keys.registration(s.id), value)
+    await tracker.tick()
+    got = await store.get(s.id)
+    assert got is not None and got.state == SessionState.FAILED
+    assert got.reason == f"registration rejected: value of {len(value)} bytes exceeds 65536"
+    assert "3201" in backend.cancelled
+
+
+async def test_oversized_or_odd_values_are_never_fetched(world) -> None:
+    _, keys, _, _, tracker, redis = world
+    from vizdesk.contract.registration import failure_json
+    from vizdesk.sessions.registrations import ValueTooLarge
+
+    regs = tracker.registrations
+    sid = "0123456789abcdef"
+    assert await regs.read(sid) is None and await regs.load(sid) is None
+    await redis.set(keys.registration(sid), "x" * 65536)
+    assert await regs.read(sid) == "x" * 65536  # the bound itself is read
+    await redis.set(keys.registration(sid), "x" * 65537)
+    with pytest.raises(ValueTooLarge, match="value of 65537 bytes exceeds 65536"):
+        await regs.load(sid)
+    await redis.set(keys.registration(sid), failure_json(sid, "x") + " " * 70000)
+    assert await regs.failure(sid) is None  # too large to be a failure record
+    await redis.delete(keys.registration(sid))
+    await redis.rpush(keys.registration(sid), "a")  # not a string (the ACL cannot do this)
+    with pytest.raises(ValueTooLarge, match="not a string"):
+        await regs.load(sid)
+    await redis.delete(keys.registration(sid))
+
+
+async def test_usage_series_follow_the_registration_and_the_session(world) -> None:
+    """GPUs that leave the registration and sessions that end leave /metrics (item 4)."""
+    _, keys, backend, store, tracker, redis = world
+    from vizdesk.metrics import session_label
+
+    s = await add_session(store, "3301")
+    backend.jobs["3301"] = running("3301")
+    doc = {"session_id": s.id, "port": 5950, "password": "x", "cpu_percent": 7.5}
+    gpus = [{"index": i, "utilization": 10, "memory_used": 1} for i in range(4)]
+    await redis.set(keys.registration(s.id), json.dumps({**doc, "gpus": gpus}))
+    await tracker.tick()
+
+    def text() -> str:
+        return tracker.metrics.render().decode()
+
+    label = session_label(s.id)
+    assert text().count(f'session="{label}"') == 2 + 2 * 4
+    assert s.id not in text() and 'user="' not in text()
+    await redis.set(keys.registration(s.id), json.dumps({**doc, "gpus": gpus[:1]}))
+    await tracker.tick()
+    assert text().count(f'session="{label}"') == 2 + 2 * 1
+    backend.jobs["3301"] = JobStatus("3301", JobState.COMPLETED, user="alice", exit_code=0)
+    await tracker.tick()
+    assert f'session="{label}"' not in text()
+
+
+async def test_registration_acl_grants_select_only_off_db_0(world) -> None:
+    _, keys, _, _, _, redis = world
+    for db, granted in ((0, False), (3, True)):
+        regs = RegistrationManager(redis, keys, 5901, 5999, node_db=db)
+        sid = f"{db:016x}"
+        user, _ = await regs.create_credentials(sid)
+        try:
+            lines = await redis.execute_command("ACL", "LIST")
+            (rules,) = [line for line in lines if line.startswith(f"user {user} ")]
+            assert ("+select" in rules) is granted, rules
+        finally:
+            await regs.delete_credentials(sid)

@@ -20,7 +20,7 @@ from ..images.catalog import ImageCatalog
 from ..jobs.manager import JobManager
 from ..jobs.store import JobStore
 from ..metrics import Metrics
-from ..sessions.registrations import RegistrationManager
+from ..sessions.registrations import RegistrationManager, url_db
 from ..sessions.spawner import Spawner
 from ..sessions.store import SessionStore
 from ..slurm import make_backend
@@ -57,7 +57,9 @@ def build_context(
     backend = backend or make_backend(cfg.slurm, cfg.auth.min_uid)
     backend.on_call = metrics.on_slurm_call
     store = SessionStore(redis, keys, cfg.sessions.ended_retention_seconds)
-    regs = RegistrationManager(redis, keys, cfg.node.port_min, cfg.node.port_max)
+    regs = RegistrationManager(
+        redis, keys, cfg.node.port_min, cfg.node.port_max, node_db=url_db(cfg.node_redis_url)
+    )
     spawner = Spawner(cfg, backend, store, regs, metrics)
     tracker = Tracker(cfg, backend, store, regs, metrics)
     job_store = JobStore(redis, keys, cfg.jobs.ended_retention_seconds)
@@ -121,8 +123,20 @@ def create_app(
         on_registration=context.tracker.poke,
     )
 
+    metrics_access = health.MetricsAccess.from_config(cfg.metrics)
+    metrics_listen = cfg.metrics.listen_address()
+
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await context.redis.ping()  # fail fast on a wrong password / unreachable Redis
+        metrics_runner: web.AppRunner | None = None
+        if metrics_listen is not None:
+            metrics_runner = web.AppRunner(
+                health.metrics_app(context, metrics_access, app[TRUSTED_PROXIES]),
+                access_log=None,
+            )
+            await metrics_runner.setup()
+            await web.TCPSite(metrics_runner, *metrics_listen).start()
+            log.info("metrics.listening", host=metrics_listen[0], port=metrics_listen[1])
         if not cfg.redis.keyspace_notifications or not (
             await events.enable_registration_notifications(context.redis)
         ):
@@ -132,13 +146,15 @@ def create_app(
             context.tracker.start()
         log.info("daemon.started", slurm_backend=context.backend.name)
         yield
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await context.tracker.stop()
         await app[events.HUB].stop()
         await context.redis.aclose()
 
     app.cleanup_ctx.append(lifecycle)
     jobs.setup_routes(app)
-    health.setup_routes(app)
+    health.setup_routes(app, metrics_access, serve_metrics=metrics_listen is None)
     sessions.setup_routes(app)
     me.setup_routes(app)
     events.setup_routes(app)

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ..auth.policy import ask
 from ..auth.types import AuthError
+from ..contract.registration import NodeReportedFailure, RegistrationRejected
 from ..core.submit import SubmitError
 from ..images.resolve import resolve_image
 from ..proxy.bridge import bridge_vnc
@@ -130,7 +131,12 @@ async def vnc_websocket(request: web.Request) -> web.StreamResponse:
         raise ApiError(404, "not_found", "no such session")
     if session.state != SessionState.READY or not session.node:
         raise ApiError(409, "not_ready", f"session is {session.state.value}, not READY")
-    reg = await c.registrations.load(sid)
+    try:
+        reg = await c.registrations.load(sid)
+    except (RegistrationRejected, NodeReportedFailure) as exc:
+        # the tracker fails the session on its next tick; never connect to it
+        c.tracker.poke()
+        raise ApiError(409, "not_ready", "desktop registration rejected") from exc
     if reg is None:
         raise ApiError(409, "not_ready", "desktop not registered")
     if c.websockets.get(sid, 0) >= c.cfg.limits.max_websockets_per_session:

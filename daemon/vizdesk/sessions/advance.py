@@ -9,13 +9,17 @@ registration stays away longer than its TTL is cancelled.
 
 from __future__ import annotations
 
-import contextlib
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import structlog
 
-from ..contract.registration import NodeReportedFailure, Registration, RegistrationRejected
+from ..contract.registration import (
+    GpuUsage,
+    NodeReportedFailure,
+    Registration,
+    RegistrationRejected,
+)
 from ..core.records import utcnow
 from ..core.tracked import Outcome, Outcomes, RecordTracker, TrackEvents
 from ..slurm.base import JobState, JobStatus
@@ -88,8 +92,6 @@ class SessionTracking(RecordTracker[Session, SessionState]):
         super().__init__(role.backend, role.store, SessionState, role.metrics.sessions_active)
         self.store: SessionStore = role.store
         self.cfg, self.registrations, self.metrics = role.cfg, role.registrations, role.metrics
-        self._gauge_labels: dict[str, tuple[str, str, str]] = {}
-        self._gpu_labels: dict[str, list[tuple[str, str, str, str]]] = {}
 
     async def restore_credentials(self) -> int:
         """Re-create the ACL user of every live session (they live in Redis's memory
@@ -243,35 +245,21 @@ class SessionTracking(RecordTracker[Session, SessionState]):
 
     # ------------------------------------------------------------ usage gauges
 
+    def update_gauge(self, records: list[Session]) -> None:
+        super().update_gauge(records)
+        # a session that left the active set by any path takes its usage series along
+        self.metrics.keep_sessions({r.id for r in records if not r.state.is_final})
+
     def _observe_usage(self, session: Session, status: JobStatus, reg: Registration) -> None:
-        node = status.batch_host or ""
-        labels = (session.id, session.user, node)
-        self._gauge_labels[session.id] = labels
-        cpu = reg.raw.get("cpu_percent")
-        mem = reg.raw.get("memory_bytes")
-        if isinstance(cpu, (int, float)):
-            self.metrics.session_cpu.labels(*labels).set(cpu)
-        if isinstance(mem, (int, float)):
-            self.metrics.session_mem.labels(*labels).set(mem)
-        gpu_labels = []
-        for gpu in reg.raw.get("gpus") or []:
-            if not isinstance(gpu, dict):
-                continue
-            gl = (*labels, str(gpu.get("index", "?")))
-            gpu_labels.append(gl)
-            if isinstance(gpu.get("utilization"), (int, float)):
-                self.metrics.session_gpu_util.labels(*gl).set(gpu["utilization"])
-            if isinstance(gpu.get("memory_used"), (int, float)):
-                self.metrics.session_gpu_mem.labels(*gl).set(gpu["memory_used"])
-        self._gpu_labels[session.id] = gpu_labels
+        """The registration's usage numbers on /metrics (labels: hashed id and node)."""
+        gpus = {
+            str(g.index): (g.utilization, g.memory_used)
+            for g in reg.gpus
+            if isinstance(g, GpuUsage)  # what parse_registration returns: bounded
+        }
+        self.metrics.set_session_usage(
+            session.id, status.batch_host or "", reg.cpu_percent, reg.memory_bytes, gpus
+        )
 
     def _forget_usage(self, sid: str) -> None:
-        labels = self._gauge_labels.pop(sid, None)
-        if labels:
-            for g in (self.metrics.session_cpu, self.metrics.session_mem):
-                with contextlib.suppress(KeyError):
-                    g.remove(*labels)
-        for gl in self._gpu_labels.pop(sid, []):
-            for g in (self.metrics.session_gpu_util, self.metrics.session_gpu_mem):
-                with contextlib.suppress(KeyError):
-                    g.remove(*gl)
+        self.metrics.forget_session(sid)
