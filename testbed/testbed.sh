@@ -480,6 +480,8 @@ dir $REDIS_DIR/data
 save ""
 appendonly no
 databases 16
+# jobs write their registration with their own ACL user: bound what one SET may carry
+proto-max-bulk-len 1mb
 user default on >$(cat "$SECRETS/redis_password") ~* &* +@all
 EOF
 }

@@ -163,7 +163,8 @@ async def test_oversized_registration_fails_the_session_unread(http, daemon, red
     sid = await ready_session(http, daemon, "alice")
     try:
         doc = await genuine_registration(redis_admin, daemon, sid)
-        value = json.dumps({**doc, "image": "x" * (10 << 20)})  # valid JSON, 10 MB
+        # valid JSON, 900 KB (Redis itself refuses more than 1 MB: test below)
+        value = json.dumps({**doc, "image": "x" * (900 << 10)})
         stop = asyncio.Event()
 
         async def probe() -> list[int]:
@@ -254,3 +255,18 @@ async def test_metrics_listener_with_token_and_allow_list(http, testbed, tmp_pat
             assert r.status == 404  # the listener serves /metrics only
     finally:
         stop_daemon(d)
+
+
+async def test_redis_refuses_a_10_mb_value(testbed) -> None:
+    """The test bed's Redis (like the Ansible one) caps a request's bulk strings at 1 MB."""
+    import redis.asyncio as aioredis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import ResponseError
+
+    r = aioredis.Redis.from_url(testbed.env["REDIS_URL"], password=testbed.redis_password)
+    try:
+        with pytest.raises((ResponseError, RedisConnectionError)):
+            await r.set("vzt-bulk-cap-probe", b"x" * (10 << 20), ex=10)
+        assert await r.exists("vzt-bulk-cap-probe") == 0
+    finally:
+        await r.aclose(close_connection_pool=True)
