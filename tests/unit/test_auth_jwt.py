@@ -491,6 +491,12 @@ async def test_groups_claim_shapes(secret_file: str) -> None:
     await expect(a, t, 401, "invalid_token")
 
 
+async def test_deeply_nested_token_header_is_401(secret_file: str) -> None:
+    a = make_auth(AuthConfig(hs256_secret_file=secret_file))
+    header = base64.urlsafe_b64encode(b"[" * 9000).rstrip(b"=").decode()
+    await expect(a, header + ".e30.c2ln", 401, "invalid_token")
+
+
 async def test_username_claim(secret_file: str) -> None:
     a = make_auth(AuthConfig(hs256_secret_file=secret_file, username_claim="preferred_username"))
     t = jwt.encode(claims(preferred_username="carol"), SECRET, algorithm="HS256")

@@ -3,7 +3,6 @@ path the caller may see, and the list / delete handlers of sessions and jobs ali
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -13,7 +12,7 @@ from ..auth.types import Identity
 from ..contract.keys import SESSION_ID_RE
 from ..core.records import SlurmRecord
 from ..core.store import RecordStore
-from ..core.validate import ValidationError
+from ..core.validate import parse_json_body
 from .audit import audit
 from .context import Context, ctx
 from .errors import ApiError
@@ -34,16 +33,14 @@ def identity_of(request: web.Request) -> Identity:
 
 
 async def read_json(request: web.Request) -> Any:
-    """The body as JSON: 413 when too large, 415/400 when not JSON."""
+    """The body as JSON: 413 when too large, 415/400 when not JSON, 400 (field ``body``)
+    when nested deeper than :data:`~vizdesk.contract.jsonsafe.MAX_JSON_DEPTH`."""
     if request.content_type not in ("application/json", "application/octet-stream", ""):
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
     raw = await request.read()  # raises 413 over client_max_size
     if not raw.strip():
         return {}
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationError(None, f"body is not valid JSON: {exc}", "invalid_json") from exc
+    return parse_json_body(raw)  # 400 when not JSON or nested too deep
 
 
 async def owned_record(

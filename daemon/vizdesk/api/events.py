@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
+from ..contract.jsonsafe import loads_bounded
 from ..core.background import Background
 from .base import identity_of
 from .context import ctx
@@ -78,7 +79,7 @@ class EventHub:
                             self.on_registration()
                         continue
                     try:
-                        event = json.loads(message["data"])
+                        event = loads_bounded(message["data"])
                     except (ValueError, TypeError):
                         continue
                     self.publish_local(event)

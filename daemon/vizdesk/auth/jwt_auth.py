@@ -273,7 +273,7 @@ class JwtAuthenticator:
             raise AuthError(401, "invalid_token", "malformed token")
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, RecursionError):  # older PyJWT lets "[[[[..." recurse out
             raise AuthError(401, "invalid_token", "malformed token") from None
         alg, key = self._select_key(header)
         cfg = self.cfg
@@ -307,7 +307,7 @@ class JwtAuthenticator:
             raise AuthError(401, "invalid_token", "token is not valid yet") from None
         except jwt.InvalidSignatureError:
             raise AuthError(401, "invalid_token", "token signature is invalid") from None
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, RecursionError):
             raise AuthError(401, "invalid_token", "token is invalid") from None
         max_life = cfg.max_token_lifetime_seconds
         if max_life > 0 and int(payload["exp"]) > time.time() + max_life + cfg.leeway_seconds:
