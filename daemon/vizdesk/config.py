@@ -76,6 +76,9 @@ class AuthConfig:
     leeway_seconds: int = 30
     username_claim: str = "sub"
     groups_claim: str = "groups"
+    # Characters that split a single-string groups claim ("" = the string is one group;
+    # a space in it splits on any whitespace), e.g. " " or ",".
+    groups_claim_separator: str = ""
     min_uid: int = 1000
     denied_users: list[str] = field(
         default_factory=lambda: ["root", "slurm", "munge", "redis", "vizdesk", "nobody"]
