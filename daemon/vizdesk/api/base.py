@@ -28,7 +28,16 @@ def caller(request: web.Request) -> tuple[Context, Identity]:
 
 
 def identity_of(request: web.Request) -> Identity:
-    identity: Identity = request["identity"]
+    """The caller the middleware authenticated; a 401 (never a KeyError, never a 500) if
+    it did not, e.g. for a handler reached by a path the middleware took as public."""
+    identity: Identity | None = request.get("identity")
+    if identity is None:
+        raise ApiError(
+            401,
+            "missing_token",
+            "an Authorization: Bearer <JWT> header is required",
+            headers={"WWW-Authenticate": 'Bearer realm="vizdesk"'},
+        )
     return identity
 
 

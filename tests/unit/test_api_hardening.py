@@ -1,0 +1,147 @@
+"""The HTTP layer refuses hostile requests with JSON 4xx, never a 500 (issue 17).
+
+The real app (create_app) on aiohttp's TestServer, with the authenticator stubbed and a
+Redis address nothing listens on: each request here is decided before any Redis call.
+The same attacks against the real daemon on the test bed: tests/security/test_issue17_api.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+import structlog.testing
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
+
+from vizdesk.api import base
+from vizdesk.api.app import create_app
+from vizdesk.api.context import CTX
+from vizdesk.api.errors import ApiError
+from vizdesk.api.middleware import PUBLIC_ROUTES, needs_auth, route_of
+from vizdesk.auth.types import AuthError, Identity
+from vizdesk.config import Config
+from vizdesk.slurm.base import SlurmBackend
+
+GOOD = {"Authorization": "Bearer good"}
+ADMIN = {"Authorization": "Bearer admin"}
+SID = "0123456789abcdef"
+
+
+class NoSlurm(SlurmBackend):
+    name = "none"
+
+    async def submit(self, req):  # type: ignore[no-untyped-def]
+        raise AssertionError
+
+    async def info_many(self, job_ids):  # type: ignore[no-untyped-def]
+        return {}
+
+    async def cancel(self, job_id, user):  # type: ignore[no-untyped-def]
+        return None
+
+
+def make_app(monkeypatch: pytest.MonkeyPatch, cfg: Config | None = None) -> web.Application:
+    monkeypatch.setenv("VIZDESK_JWT_SECRET", "x" * 40)
+    cfg = cfg or Config()
+    # Port 1: refused at once; nothing here may depend on Redis.
+    app = create_app(cfg, backend=NoSlurm(), redis=aioredis.Redis(port=1), run_tracker=False)
+    app.cleanup_ctx.clear()  # no Redis ping, no event hub
+
+    async def authenticate(token: str) -> Identity:
+        if token not in ("good", "admin"):
+            raise AuthError(401, "invalid_token", "token is invalid")
+        return Identity(user="alice", uid=2000, gid=2000, is_admin=token == "admin")
+
+    monkeypatch.setattr(app[CTX].authenticator, "authenticate", authenticate)
+    return app
+
+
+@pytest_asyncio.fixture
+async def client(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TestClient[Any, Any]]:
+    async with TestClient(TestServer(make_app(monkeypatch))) as c:
+        yield c
+
+
+async def error_of(resp: Any, status: int) -> dict[str, Any]:
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/json"
+    body = await resp.json()
+    err: dict[str, Any] = body["error"]
+    assert err["code"] and err["message"]
+    return err
+
+
+# -- item 7: auth by the matched route, never by the path string ---------------------------
+
+
+async def resolved(app: web.Application, method: str, path: str) -> web.Request:
+    req = make_mocked_request(method, path, app=app)
+    match_info = await app.router.resolve(req)
+    match_info.add_app(app)
+    req._match_info = match_info
+    return req
+
+
+async def test_encoded_slash_is_not_the_public_websocket_route(
+    client: TestClient[Any, Any],
+) -> None:
+    # The router matches the raw path: ".../{id}%2Fvnc" is /sessions/{id}, not .../vnc.
+    r = await client.get(f"/api/v1/sessions/{SID}%2Fvnc")
+    assert (await error_of(r, 401))["code"] == "missing_token"
+    assert "WWW-Authenticate" in r.headers
+    r = await client.delete(f"/api/v1/sessions/{SID}%2Fvnc")
+    await error_of(r, 401)
+    r = await client.get(f"/api/v1/jobs/{SID}%2Fvnc")
+    await error_of(r, 401)
+    # With a token it is simply no such session (not a 500).
+    r = await client.get(f"/api/v1/sessions/{SID}%2Fvnc", headers=GOOD)
+    assert (await error_of(r, 404))["code"] == "not_found"
+
+
+async def test_encoded_prefix_does_not_dodge_auth(client: TestClient[Any, Any]) -> None:
+    for path in ("/api%2Fv1/sessions", "/api/v1%2Fsessions", "/nope", "/api/v1/nope"):
+        r = await client.get(path)
+        assert (await error_of(r, 401))["code"] == "missing_token", path
+
+
+async def test_public_routes_stay_public(client: TestClient[Any, Any]) -> None:
+    r = await client.get("/healthz")
+    assert r.status == 200
+    r = await client.get("/api/v1/openapi.json")
+    assert r.status == 200
+    # The websocket route takes a ticket instead of a token: refused for the ticket.
+    r = await client.get(f"/api/v1/sessions/{SID}/vnc")
+    assert (await error_of(r, 403))["code"] == "bad_ticket"
+
+
+async def test_every_route_is_public_only_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = make_app(monkeypatch)
+    canonicals = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
+    assert PUBLIC_ROUTES <= canonicals, PUBLIC_ROUTES - canonicals  # no stale entry
+    req = await resolved(app, "GET", f"/api/v1/sessions/{SID}%2Fvnc")
+    assert route_of(req) == "/api/v1/sessions/{id}" and needs_auth(req)
+    req = await resolved(app, "GET", f"/api/v1/sessions/{SID}/vnc")
+    assert route_of(req) == "/api/v1/sessions/{id}/vnc" and not needs_auth(req)
+    req = await resolved(app, "GET", "/api%2Fv1/sessions")
+    assert route_of(req) is None and needs_auth(req)
+    req = await resolved(app, "PUT", "/healthz")  # 405: no route matched
+    assert route_of(req) is None and needs_auth(req)
+
+
+def test_identity_of_without_identity_is_401() -> None:
+    req = make_mocked_request("GET", "/api/v1/sessions")
+    with pytest.raises(ApiError) as err:
+        base.identity_of(req)
+    assert (err.value.status, err.value.code) == (401, "missing_token")
+
+
+async def test_access_log_keeps_the_raw_path(client: TestClient[Any, Any]) -> None:
+    with structlog.testing.capture_logs() as logs:
+        await client.get(f"/api/v1/sessions/{SID}%2Fvnc?ticket=secret")
+    paths = [e["path"] for e in logs if e.get("event") == "http.request"]
+    assert paths == [f"/api/v1/sessions/{SID}%2Fvnc"]  # as sent; never the query string
+
