@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import pytest_asyncio
@@ -24,6 +25,7 @@ from vizdesk.api.errors import ApiError
 from vizdesk.api.middleware import PUBLIC_ROUTES, needs_auth, route_of
 from vizdesk.auth.types import AuthError, Identity
 from vizdesk.config import Config
+from vizdesk.core.validate import ValidationError
 from vizdesk.slurm.base import SlurmBackend
 
 GOOD = {"Authorization": "Bearer good"}
@@ -145,3 +147,71 @@ async def test_access_log_keeps_the_raw_path(client: TestClient[Any, Any]) -> No
     paths = [e["path"] for e in logs if e.get("event") == "http.request"]
     assert paths == [f"/api/v1/sessions/{SID}%2Fvnc"]  # as sent; never the query string
 
+
+# -- item 8: nesting depth of bodies --------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/api/v1/sessions", "/api/v1/jobs", "/api/v1/admin/revoke"])
+async def test_deeply_nested_body_is_400_naming_the_body(
+    client: TestClient[Any, Any], path: str
+) -> None:
+    hdr = {**ADMIN, "Content-Type": "application/json"}
+    r = await client.post(path, data=b"[" * 60000, headers=hdr)
+    err = await error_of(r, 400)
+    assert (err["code"], err["field"]) == ("json_too_deep", "body")
+    r = await client.post(path, data=b'{"a":' * 65 + b"1" + b"}" * 65, headers=hdr)
+    assert (await error_of(r, 400))["field"] == "body"
+
+
+# -- item 9: query integers are ASCII digits ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "²",
+        "\u0661\u0662",
+        "\U0001d7d9",
+        "+1",
+        "-1",
+        " 1",
+        "1 ",
+        "1_0",
+        "0x1",
+        "",
+        "0",
+        "1e3",
+        "9" * 40,
+        "11",
+    ],
+)
+def test_query_int_refuses_all_but_ascii_digits_in_range(raw: str) -> None:
+    req = make_mocked_request("GET", "/x?" + urlencode({"n": raw}))
+    with pytest.raises(ValidationError) as err:
+        base.query_int(req, "n", 1, 10)
+    assert (err.value.status, err.value.field) == (400, "n")
+    assert "between 1 and 10" in err.value.message
+
+
+def test_query_int_accepts_digits() -> None:
+    assert base.query_int(make_mocked_request("GET", "/x?n=7"), "n", 1, 10) == 7
+    assert base.query_int(make_mocked_request("GET", "/x?n=07"), "n", 1, 10) == 7
+    assert base.query_int(make_mocked_request("GET", "/x?n=10"), "n", 1, 10) == 10
+    assert base.query_int(make_mocked_request("GET", "/x"), "n", 1, 10) is None
+
+
+@pytest.mark.parametrize("raw", ["²", "%C2%B2", "\u0661", "-5", "0", "99999999999999999999"])
+async def test_tail_bytes_is_400_naming_it(client: TestClient[Any, Any], raw: str) -> None:
+    r = await client.get(f"/api/v1/jobs/{SID}/output?tail_bytes={raw}", headers=GOOD)
+    err = await error_of(r, 400)
+    assert (err["code"], err["field"]) == ("invalid_field", "tail_bytes")
+
+
+@pytest.mark.parametrize("rid", ["²²", "ab cd", "a" * 65, "id\u00e9", "x\u0661"])
+async def test_foreign_request_ids_are_replaced(client: TestClient[Any, Any], rid: str) -> None:
+    r = await client.get("/healthz", headers={"X-Request-Id": rid})
+    assert r.status == 200
+    got = r.headers["X-Request-Id"]
+    assert got != rid and len(got) == 16 and got.isascii()
+    r = await client.get("/healthz", headers={"X-Request-Id": "trace-123-ABC"})
+    assert r.headers["X-Request-Id"] == "trace-123-ABC"

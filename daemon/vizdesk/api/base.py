@@ -3,6 +3,7 @@ path the caller may see, and the list / delete handlers of sessions and jobs ali
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -12,7 +13,7 @@ from ..auth.types import Identity
 from ..contract.keys import SESSION_ID_RE
 from ..core.records import SlurmRecord
 from ..core.store import RecordStore
-from ..core.validate import parse_json_body
+from ..core.validate import ValidationError, parse_json_body
 from .audit import audit
 from .context import Context, ctx
 from .errors import ApiError
@@ -39,6 +40,23 @@ def identity_of(request: web.Request) -> Identity:
             headers={"WWW-Authenticate": 'Bearer realm="vizdesk"'},
         )
     return identity
+
+
+def query_int(request: web.Request, name: str, lo: int, hi: int) -> int | None:
+    """Query parameter ``name`` as an integer within ``lo``..``hi`` (None when absent).
+
+    Only ASCII digits count (``str.isdigit`` is true for "²", which ``int`` refuses; ``int``
+    itself takes "+1", " 1", "1_0" and other scripts' digits): anything else is a 400
+    naming the parameter. At most as many digits as ``hi`` has, so never a huge int
+    (``lo`` >= 0: no signs).
+    """
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    value = int(raw) if re.fullmatch(f"[0-9]{{1,{len(str(hi))}}}", raw) else None
+    if value is None or not lo <= value <= hi:
+        raise ValidationError(name, f"{name} must be an integer between {lo} and {hi}")
+    return value
 
 
 async def read_json(request: web.Request) -> Any:
