@@ -194,6 +194,8 @@ class LimitsConfig:
     ws_max_message_bytes: int = 4 * 1024 * 1024
     ws_handshake_timeout_seconds: int = 15
     ws_slow_client_timeout_seconds: int = 30  # a browser that takes longer to accept data is cut
+    max_event_streams_per_user: int = 8  # open SSE streams per user, all replicas (0 = no cap)
+    max_connections_per_client: int = 256  # requests in progress per client address (0 = no cap)
 
 
 @dataclass

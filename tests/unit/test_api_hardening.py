@@ -7,6 +7,8 @@ The same attacks against the real daemon on the test bed: tests/security/test_is
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
@@ -18,13 +20,15 @@ import structlog.testing
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
-from vizdesk.api import base
+from vizdesk.api import base, events
 from vizdesk.api.app import create_app
 from vizdesk.api.context import CTX
 from vizdesk.api.errors import ApiError
 from vizdesk.api.middleware import PUBLIC_ROUTES, needs_auth, route_of
+from vizdesk.auth.ratelimit import StreamLimiter
 from vizdesk.auth.types import AuthError, Identity
 from vizdesk.config import Config
+from vizdesk.contract.keys import Keys
 from vizdesk.core.validate import ValidationError
 from vizdesk.slurm.base import SlurmBackend
 
@@ -215,3 +219,144 @@ async def test_foreign_request_ids_are_replaced(client: TestClient[Any, Any], ri
     assert got != rid and len(got) == 16 and got.isascii()
     r = await client.get("/healthz", headers={"X-Request-Id": "trace-123-ABC"})
     assert r.headers["X-Request-Id"] == "trace-123-ABC"
+
+
+# -- hardening: event streams per user, requests in progress per client --------------------
+
+
+class FakeLeases:
+    """The lease script of StreamLimiter in Python (the Lua itself runs against the real
+    Redis in tests/integration/test_streams_redis.py), plus ZREM."""
+
+    def __init__(self) -> None:
+        self.sets: dict[str, dict[str, float]] = {}
+
+    async def __call__(self, keys: list[str], args: list[Any]) -> list[int]:
+        limit, lease_ms, member = int(args[0]), int(args[1]), str(args[2])
+        now = time.monotonic() * 1000
+        leases = self.sets.setdefault(keys[0], {})
+        for m in [m for m, end in leases.items() if end <= now]:
+            del leases[m]
+        if member not in leases and len(leases) >= limit:
+            return [0, len(leases)]
+        leases[member] = now + lease_ms
+        return [1, len(leases)]
+
+    async def zrem(self, key: str, member: str) -> int:
+        return 1 if self.sets.get(key, {}).pop(member, None) is not None else 0
+
+
+def fake_leases(limiter: StreamLimiter) -> FakeLeases:
+    fake = FakeLeases()
+    limiter._script = fake  # type: ignore[assignment]
+    limiter.redis = fake  # type: ignore[assignment]
+    return fake
+
+
+async def test_stream_limiter_leases() -> None:
+    limiter = StreamLimiter(aioredis.Redis(port=1), Keys("t:"), 2, 45)
+    fake = fake_leases(limiter)
+    a = await limiter.acquire("alice")
+    b = await limiter.acquire("alice")
+    assert a and b and a != b
+    with pytest.raises(AuthError) as err:
+        await limiter.acquire("alice")
+    e = err.value
+    assert (e.status, e.code, e.retry_after) == (429, "too_many_streams", 45)
+    assert "at most 2" in e.message
+    assert await limiter.acquire("bob")  # per user
+    assert await limiter.renew("alice", a)  # a held lease is always renewed
+    await limiter.release("alice", a)
+    await limiter.release("alice", a)  # idempotent
+    c = await limiter.acquire("alice")
+    assert set(fake.sets["t:streams:alice"]) == {b, c}
+    off = StreamLimiter(aioredis.Redis(port=1), Keys("t:"), 0, 45)  # 0: no cap, no Redis
+    assert await off.acquire("alice") == "" and await off.renew("alice", "")
+    await off.release("alice", "")
+
+
+@pytest_asyncio.fixture
+async def limited(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TestClient[Any, Any]]:
+    cfg = Config()
+    cfg.limits.max_event_streams_per_user = 2
+    cfg.limits.max_connections_per_client = 3
+    app = make_app(monkeypatch, cfg)
+    c = app[CTX]
+    fake_leases(c.streams)
+
+    async def no_sessions(user: str) -> list[Any]:
+        return []
+
+    monkeypatch.setattr(c.store, "list_user", no_sessions)
+    monkeypatch.setattr(events, "KEEPALIVE_SECONDS", 0.05)  # closed streams notice soon
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+async def open_stream(client: TestClient[Any, Any]) -> Any:
+    r = await client.get("/api/v1/events", headers=GOOD)
+    assert r.status == 200, await r.text()
+    assert b"event: status" in await r.content.readuntil(b"\n\n")
+    return r
+
+
+async def eventually(probe: Any, timeout: float = 3.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        r = await probe()
+        if r.status < 400 or time.monotonic() > deadline:
+            return r
+        r.release()
+        await asyncio.sleep(0.05)
+
+
+async def test_event_streams_per_user_are_capped(limited: TestClient[Any, Any]) -> None:
+    first, second = await open_stream(limited), await open_stream(limited)
+    r = await limited.get("/api/v1/events", headers=GOOD)
+    err = await error_of(r, 429)
+    assert err["code"] == "too_many_streams" and int(r.headers["Retry-After"]) >= 1
+    first.close()  # the slot comes back when the stream ends
+    r = await eventually(lambda: limited.get("/api/v1/events", headers=GOOD))
+    assert r.status == 200
+    r.close()
+    second.close()
+
+
+async def test_requests_in_progress_per_client_are_capped(limited: TestClient[Any, Any]) -> None:
+    app = limited.server.app
+    assert app is not None
+    clients = app[CTX].clients
+    streams = [await open_stream(limited), await open_stream(limited)]
+    r = await limited.get("/api/v1/events", headers=GOOD)  # the per-user cap first
+    assert (await error_of(r, 429))["code"] == "too_many_streams"
+    gate = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b"{"
+        await gate.wait()
+        yield b"}"
+
+    upload = asyncio.create_task(
+        limited.post(
+            "/api/v1/sessions",
+            data=slow_body(),
+            headers={**GOOD, "Content-Type": "application/json"},
+        )
+    )
+    deadline = time.monotonic() + 3
+    while clients.get("127.0.0.1", 0) < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert clients == {"127.0.0.1": 3}  # two streams and the slow upload
+    r = await limited.get("/healthz")
+    err = await error_of(r, 429)
+    assert err["code"] == "too_many_connections" and r.headers["Retry-After"] == "5"
+    gate.set()
+    (await upload).close()
+    r = await eventually(lambda: limited.get("/healthz"))
+    assert r.status == 200
+    for stream in streams:
+        stream.close()
+    deadline = time.monotonic() + 3
+    while clients and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert clients == {}  # every slot given back

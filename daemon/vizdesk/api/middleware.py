@@ -1,5 +1,5 @@
-"""Request middleware: request ids, access log, JSON errors, bearer auth (decided by the
-matched route), headers, CORS."""
+"""Request middleware: request ids, access log, JSON errors, a per-client cap on requests
+in progress, CORS, bearer auth (decided by the matched route), security headers."""
 
 from __future__ import annotations
 
@@ -139,6 +139,39 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception:
         log.exception("http.internal_error", path=request.rel_url.raw_path)
         return error_response(500, "internal_error", "internal error; see the daemon log")
+
+
+@web.middleware
+async def connection_cap(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """At most ``limits.max_connections_per_client`` requests in progress per client
+    address (behind trusted proxies: the forwarded address), else 429. Long-lived ones
+    (event streams, desktop websockets, slow uploads) count for as long as they last.
+
+    Counted per daemon process: with several replicas a client may hold that many on
+    each (it reaches each one over its own connections, so each protects itself).
+    """
+    c = ctx(request)
+    cap = c.cfg.limits.max_connections_per_client
+    if cap <= 0:
+        return await handler(request)
+    who = client_address(request)
+    held = c.clients.get(who, 0)
+    if held >= cap:
+        raise ApiError(
+            429,
+            "too_many_connections",
+            f"too many requests in progress from {who}: at most {cap}",
+            retry_after=5,
+        )
+    c.clients[who] = held + 1
+    try:
+        return await handler(request)
+    finally:
+        left = c.clients.get(who, 1) - 1
+        if left > 0:
+            c.clients[who] = left
+        else:
+            c.clients.pop(who, None)
 
 
 @web.middleware
