@@ -349,7 +349,7 @@ async def test_requests_in_progress_per_client_are_capped(limited: TestClient[An
     assert clients == {"127.0.0.1": 3}  # two streams and the slow upload
     r = await limited.get("/healthz")
     err = await error_of(r, 429)
-    assert err["code"] == "too_many_connections" and r.headers["Retry-After"] == "5"
+    assert err["code"] == "too_many_client_connections" and r.headers["Retry-After"] == "5"
     gate.set()
     (await upload).close()
     r = await eventually(lambda: limited.get("/healthz"))

@@ -159,7 +159,7 @@ async def connection_cap(request: web.Request, handler: Handler) -> web.StreamRe
     if held >= cap:
         raise ApiError(
             429,
-            "too_many_connections",
+            "too_many_client_connections",
             f"too many requests in progress from {who}: at most {cap}",
             retry_after=5,
         )
