@@ -332,9 +332,9 @@ async def test_requests_in_progress_per_client_are_capped(limited: TestClient[An
     gate = asyncio.Event()
 
     async def slow_body() -> AsyncIterator[bytes]:
-        yield b"{"
+        yield b'{"no_such_field": '
         await gate.wait()
-        yield b"}"
+        yield b"1}"
 
     upload = asyncio.create_task(
         limited.post(
