@@ -76,6 +76,9 @@ class AuthConfig:
     leeway_seconds: int = 30
     username_claim: str = "sub"
     groups_claim: str = "groups"
+    # Characters that split a single-string groups claim ("" = the string is one group;
+    # a space in it splits on any whitespace), e.g. " " or ",".
+    groups_claim_separator: str = ""
     min_uid: int = 1000
     denied_users: list[str] = field(
         default_factory=lambda: ["root", "slurm", "munge", "redis", "vizdesk", "nobody"]
@@ -191,6 +194,8 @@ class LimitsConfig:
     ws_max_message_bytes: int = 4 * 1024 * 1024
     ws_handshake_timeout_seconds: int = 15
     ws_slow_client_timeout_seconds: int = 30  # a browser that takes longer to accept data is cut
+    max_event_streams_per_user: int = 8  # open SSE streams per user, all replicas (0 = no cap)
+    max_connections_per_client: int = 256  # requests in progress per client address (0 = no cap)
 
 
 @dataclass

@@ -460,25 +460,37 @@ async def test_keys_loaded_once_and_reloaded(
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"),
+    ("value", "separator", "expected"),
     [
-        (["a", "b"], ("a", "b")),
-        ("a,b", ("a", "b")),
-        ("a b", ("a", "b")),
-        (" a, b  c ,", ("a", "b", "c")),
-        ([], ()),
-        ("", ()),
-        (None, ()),
-        (["a", 3, "a", "b"], ("a", "b")),
+        (["a", "b"], "", ("a", "b")),
+        (["a", "b"], ", ", ("a", "b")),
+        ("a,b", ",", ("a", "b")),
+        ("a b", " ", ("a", "b")),
+        (" a, b  c ,", ", ", ("a", "b", "c")),
+        ("a\tb", " ", ("a", "b")),  # a space in the separator: any whitespace
+        ("a b,c", ",", ("a b", "c")),
+        ([], "", ()),
+        ("", "", ()),
+        ("", ",", ()),
+        (None, "", ()),
+        (["a", 3, "a", "b"], "", ("a", "b")),
+        # Not configured: a string claim is ONE group, never split.
+        ("Research Staff", "", ("Research Staff",)),
+        ("staff vizdesk-admins", "", ("staff vizdesk-admins",)),
+        (" a,b ", "", ("a,b",)),
+        (["Research Staff"], " ", ("Research Staff",)),  # lists are never split
     ],
 )
-def test_parse_groups(value: object, expected: tuple[str, ...]) -> None:
-    assert parse_groups(value) == expected
+def test_parse_groups(value: object, separator: str, expected: tuple[str, ...]) -> None:
+    assert parse_groups(value, separator) == expected
 
 
 async def test_groups_claim_shapes(secret_file: str) -> None:
     cfg = AuthConfig(
-        hs256_secret_file=secret_file, groups_claim="roles", admin_groups=["vizdesk-admins"]
+        hs256_secret_file=secret_file,
+        groups_claim="roles",
+        groups_claim_separator=" ",
+        admin_groups=["vizdesk-admins"],
     )
     a = make_auth(cfg)
     t = jwt.encode(claims(roles="staff vizdesk-admins"), SECRET, algorithm="HS256")
@@ -489,6 +501,25 @@ async def test_groups_claim_shapes(secret_file: str) -> None:
     assert ident.groups == ("staff",) and not ident.is_admin  # "groups" is not the claim
     t = jwt.encode(claims(roles={"a": 1}), SECRET, algorithm="HS256")
     await expect(a, t, 401, "invalid_token")
+
+
+async def test_string_groups_claim_is_one_group_by_default(secret_file: str) -> None:
+    """Without auth.groups_claim_separator a string claim is one group: a group named
+    "x vizdesk-admins" does not make its members admins."""
+    a = make_auth(AuthConfig(hs256_secret_file=secret_file, admin_groups=["vizdesk-admins"]))
+    t = jwt.encode(claims(groups="Research Staff"), SECRET, algorithm="HS256")
+    assert (await a.authenticate(t)).groups == ("Research Staff",)
+    t = jwt.encode(claims(groups="staff vizdesk-admins"), SECRET, algorithm="HS256")
+    ident = await a.authenticate(t)
+    assert ident.groups == ("staff vizdesk-admins",) and not ident.is_admin
+    t = jwt.encode(claims(groups="vizdesk-admins"), SECRET, algorithm="HS256")
+    assert (await a.authenticate(t)).is_admin  # the exact name still is one
+
+
+async def test_deeply_nested_token_header_is_401(secret_file: str) -> None:
+    a = make_auth(AuthConfig(hs256_secret_file=secret_file))
+    header = base64.urlsafe_b64encode(b"[" * 9000).rstrip(b"=").decode()
+    await expect(a, header + ".e30.c2ln", 401, "invalid_token")
 
 
 async def test_username_claim(secret_file: str) -> None:

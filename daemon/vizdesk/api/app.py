@@ -12,7 +12,7 @@ from aiohttp import web
 
 from ..auth.jwt_auth import JwtAuthenticator
 from ..auth.policy import Policy
-from ..auth.ratelimit import RateLimiter
+from ..auth.ratelimit import RateLimiter, StreamLimiter
 from ..auth.tickets import TicketIssuer
 from ..config import Config
 from ..contract.keys import Keys
@@ -29,7 +29,14 @@ from ..tracker import Tracker
 from . import events, health, images, jobs, me, openapi, sessions
 from .audit import TRUSTED_PROXIES, trusted_networks
 from .context import CTX, Context
-from .middleware import HTML_CSP, authenticate, cors, json_errors, request_context
+from .middleware import (
+    HTML_CSP,
+    authenticate,
+    connection_cap,
+    cors,
+    json_errors,
+    request_context,
+)
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 log = structlog.get_logger("vizdesk.app")
@@ -84,6 +91,9 @@ def build_context(
         ratelimiter=RateLimiter(
             redis, keys, cfg.limits.create_per_window, cfg.limits.window_seconds
         ),
+        streams=StreamLimiter(
+            redis, keys, cfg.limits.max_event_streams_per_user, events.STREAM_LEASE_SECONDS
+        ),
     )
 
 
@@ -110,7 +120,7 @@ def create_app(
 ) -> web.Application:
     app = web.Application(
         client_max_size=cfg.server.max_body_bytes,
-        middlewares=[request_context, json_errors, cors, authenticate],
+        middlewares=[request_context, json_errors, connection_cap, cors, authenticate],
     )
     context = build_context(cfg, redis or redis_client(cfg), backend)
     app[CTX] = context

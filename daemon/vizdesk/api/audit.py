@@ -71,7 +71,7 @@ def audit(
         session=session,
         source=client_address(request),
         method=request.method,
-        path=request.path,  # never the query string: it may carry a ticket
+        path=request.rel_url.raw_path,  # as sent, never the query string (tickets)
         **fields,
     )
 

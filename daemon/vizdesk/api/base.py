@@ -3,7 +3,7 @@ path the caller may see, and the list / delete handlers of sessions and jobs ali
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -13,7 +13,7 @@ from ..auth.types import Identity
 from ..contract.keys import SESSION_ID_RE
 from ..core.records import SlurmRecord
 from ..core.store import RecordStore
-from ..core.validate import ValidationError
+from ..core.validate import ValidationError, parse_json_body
 from .audit import audit
 from .context import Context, ctx
 from .errors import ApiError
@@ -29,21 +29,45 @@ def caller(request: web.Request) -> tuple[Context, Identity]:
 
 
 def identity_of(request: web.Request) -> Identity:
-    identity: Identity = request["identity"]
+    """The caller the middleware authenticated; a 401 (never a KeyError, never a 500) if
+    it did not, e.g. for a handler reached by a path the middleware took as public."""
+    identity: Identity | None = request.get("identity")
+    if identity is None:
+        raise ApiError(
+            401,
+            "missing_token",
+            "an Authorization: Bearer <JWT> header is required",
+            headers={"WWW-Authenticate": 'Bearer realm="vizdesk"'},
+        )
     return identity
 
 
+def query_int(request: web.Request, name: str, lo: int, hi: int) -> int | None:
+    """Query parameter ``name`` as an integer within ``lo``..``hi`` (None when absent).
+
+    Only ASCII digits count (``str.isdigit`` is true for "²", which ``int`` refuses; ``int``
+    itself takes "+1", " 1", "1_0" and other scripts' digits): anything else is a 400
+    naming the parameter. At most as many digits as ``hi`` has, so never a huge int
+    (``lo`` >= 0: no signs).
+    """
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    value = int(raw) if re.fullmatch(f"[0-9]{{1,{len(str(hi))}}}", raw) else None
+    if value is None or not lo <= value <= hi:
+        raise ValidationError(name, f"{name} must be an integer between {lo} and {hi}")
+    return value
+
+
 async def read_json(request: web.Request) -> Any:
-    """The body as JSON: 413 when too large, 415/400 when not JSON."""
+    """The body as JSON: 413 when too large, 415/400 when not JSON, 400 (field ``body``)
+    when nested deeper than :data:`~vizdesk.contract.jsonsafe.MAX_JSON_DEPTH`."""
     if request.content_type not in ("application/json", "application/octet-stream", ""):
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
     raw = await request.read()  # raises 413 over client_max_size
     if not raw.strip():
         return {}
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationError(None, f"body is not valid JSON: {exc}", "invalid_json") from exc
+    return parse_json_body(raw)  # 400 when not JSON or nested too deep
 
 
 async def owned_record(

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
     from ..auth.jwt_auth import JwtAuthenticator
     from ..auth.policy import Policy
-    from ..auth.ratelimit import RateLimiter
+    from ..auth.ratelimit import RateLimiter, StreamLimiter
     from ..auth.tickets import TicketIssuer
     from ..config import Config
     from ..contract.keys import Keys
@@ -45,8 +45,10 @@ class Context:
     policy: Policy
     tickets: TicketIssuer
     ratelimiter: RateLimiter
+    streams: StreamLimiter  # open event streams per user (in Redis: all replicas)
     images: ImageCatalog | None  # None when no catalog is configured
     websockets: dict[str, int] = field(default_factory=dict)  # open proxies per session
+    clients: dict[str, int] = field(default_factory=dict)  # requests in progress per address
 
 
 CTX: web.AppKey[Context] = web.AppKey("vizdesk_context", Context)

@@ -15,13 +15,18 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
+from redis.exceptions import RedisError
 
+from ..contract.jsonsafe import loads_bounded
 from ..core.background import Background
 from .base import identity_of
-from .context import ctx
+from .context import Context, ctx
 
 log = structlog.get_logger("vizdesk.events")
 KEEPALIVE_SECONDS = 15.0
+# A stream's slot in limits.max_event_streams_per_user: renewed with every keepalive,
+# so a daemon that dies without releasing it frees it within this long.
+STREAM_LEASE_SECONDS = 3 * KEEPALIVE_SECONDS
 
 
 class EventHub:
@@ -78,7 +83,7 @@ class EventHub:
                             self.on_registration()
                         continue
                     try:
-                        event = json.loads(message["data"])
+                        event = loads_bounded(message["data"])
                     except (ValueError, TypeError):
                         continue
                     self.publish_local(event)
@@ -116,21 +121,25 @@ def _sse(event: str, data: Any) -> bytes:
 
 async def events(request: web.Request) -> web.StreamResponse:
     """SSE stream: a snapshot of the caller's sessions, then every session/job change, plus
-    Slurm reachability (`status`)."""
+    Slurm reachability (`status`). At most ``limits.max_event_streams_per_user`` open per
+    user across all replicas (429 ``too_many_streams`` beyond); a stream's slot is held
+    by a lease in Redis, renewed with each keepalive and given back when it closes."""
     c = ctx(request)
     identity = identity_of(request)
     want_all = identity.is_admin and request.query.get("all", "").lower() in ("1", "true")
     hub = request.app[HUB]
+    lease = await c.streams.acquire(identity.user)  # 429 before anything is sent
     q = hub.subscribe()
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",
-        }
-    )
-    await response.prepare(request)
+    loop = asyncio.get_running_loop()
     try:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
         sessions = await (c.store.list_all() if want_all else c.store.list_user(identity.user))
         for s in sessions:
             await response.write(_sse("session", s.to_public()))
@@ -138,11 +147,19 @@ async def events(request: web.Request) -> web.StreamResponse:
         await response.write(
             _sse("status", {"slurm": "unreachable" if slurm_ok is False else "ok"})
         )
+        keepalive_at = loop.time() + KEEPALIVE_SECONDS
         while True:
+            event: dict[str, Any] | None = None
             try:
-                event = await asyncio.wait_for(q.get(), timeout=KEEPALIVE_SECONDS)
+                event = await asyncio.wait_for(q.get(), max(0.0, keepalive_at - loop.time()))
             except TimeoutError:
+                pass
+            if loop.time() >= keepalive_at:  # also while events flow: the lease must live
                 await response.write(b": keepalive\n\n")
+                if not await _renew(c, identity.user, lease):
+                    break
+                keepalive_at = loop.time() + KEEPALIVE_SECONDS
+            if event is None:
                 continue
             kind = event.get("type")
             if kind == "status":
@@ -153,7 +170,28 @@ async def events(request: web.Request) -> web.StreamResponse:
         pass
     finally:
         hub.unsubscribe(q)
+        await _release(c, identity.user, lease)
     return response
+
+
+async def _renew(c: Context, user: str, lease: str) -> bool:
+    """Renew the stream's lease; False (end the stream) when it was lost. A Redis error
+    keeps the stream: the lease then lapses on its own, which errs on the user's side."""
+    try:
+        if await c.streams.renew(user, lease):
+            return True
+    except RedisError as exc:
+        log.warning("events.lease_renew_failed", error=str(exc))
+        return True
+    log.info("events.lease_lost", user=user)
+    return False
+
+
+async def _release(c: Context, user: str, lease: str) -> None:
+    try:
+        await c.streams.release(user, lease)
+    except (RedisError, OSError) as exc:  # the lease lapses by itself
+        log.warning("events.lease_release_failed", error=str(exc))
 
 
 def setup_routes(app: web.Application) -> None:

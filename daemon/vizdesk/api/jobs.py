@@ -17,7 +17,6 @@ from aiohttp import web
 
 from ..auth.policy import ask
 from ..auth.types import AuthError
-from ..core.validate import ValidationError
 from ..jobs.manager import JobSubmitError
 from ..jobs.request import validate_job_request
 from . import base
@@ -78,17 +77,13 @@ async def create_job(request: web.Request) -> web.Response:
 async def job_output(request: web.Request) -> web.Response:
     c = ctx(request)
     identity = base.identity_of(request)
+    most = c.cfg.jobs.max_output_bytes
+    limit = base.query_int(request, "tail_bytes", 1, most) or most  # checked before lookup
     job = await base.owned_record(request, identity, c.jobs.store, "job")
     if job.user != identity.user:
         # Like desktops: admins may cancel others' jobs but not read their results.
         audit(request, "job.output", "denied", job=job.id, reason="not_owner")
         raise ApiError(403, "forbidden", "only the job's owner may read its output")
-    limit = c.cfg.jobs.max_output_bytes
-    raw = request.query.get("tail_bytes")
-    if raw is not None:
-        if not raw.isdigit() or not 0 < int(raw) <= limit:
-            raise ValidationError("tail_bytes", f"tail_bytes must be between 1 and {limit}")
-        limit = int(raw)
     try:
         result = await c.jobs.read_output(job, limit)
     except PermissionError:

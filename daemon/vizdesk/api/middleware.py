@@ -1,7 +1,9 @@
-"""Request middleware: request ids, access log, JSON errors, bearer auth, headers, CORS."""
+"""Request middleware: request ids, access log, JSON errors, a per-client cap on requests
+in progress, CORS, bearer auth (decided by the matched route), security headers."""
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -18,8 +20,23 @@ from .errors import HTTP_CODES, ApiError, error_response
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = structlog.get_logger("vizdesk.http")
 
-# Routes that need no bearer token (the websocket takes a one-time ticket instead).
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"})
+# Routes that need no bearer token, by the canonical pattern of the route the router
+# MATCHED (never by the request's path string: the router matches the raw path, where
+# "%2F" is no separator, so ".../{id}%2Fvnc" is the route /sessions/{id}, not .../vnc).
+# The websocket takes a one-time ticket instead; "/static" is the static files' prefix.
+# Everything else, unmatched paths included, needs a token.
+PUBLIC_ROUTES = frozenset(
+    {
+        "/",
+        "/static",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/openapi.json",
+        "/api/v1/sessions/{id}/vnc",
+    }
+)
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -34,13 +51,16 @@ HTML_CSP = (
 )
 
 
+def route_of(request: web.Request) -> str | None:
+    """The canonical pattern of the route the router matched (e.g.
+    ``/api/v1/sessions/{id}``); None when none matched (404, 405)."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else None
+
+
 def needs_auth(request: web.Request) -> bool:
-    path = request.path
-    if not path.startswith("/api/"):
-        return False
-    if path in PUBLIC_PATHS:
-        return False
-    return not (path.startswith("/api/v1/sessions/") and path.endswith("/vnc"))
+    """Whether the matched route needs a bearer token (see :data:`PUBLIC_ROUTES`)."""
+    return route_of(request) not in PUBLIC_ROUTES
 
 
 def bearer_token(request: web.Request) -> str:
@@ -60,7 +80,7 @@ def bearer_token(request: web.Request) -> str:
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id + access log + latency metric + security headers."""
     rid = request.headers.get("X-Request-Id", "")
-    if not (0 < len(rid) <= 64 and rid.replace("-", "").isalnum()):
+    if not _REQUEST_ID_RE.fullmatch(rid):  # ASCII only: str.isalnum() takes "²", "é"...
         rid = secrets.token_hex(8)
     request["request_id"] = rid
     structlog.contextvars.clear_contextvars()
@@ -76,19 +96,19 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                 response.headers.setdefault(k, v)
             if response.content_type == "text/html":
                 response.headers.setdefault("Content-Security-Policy", HTML_CSP)
-            if request.path.startswith("/api/"):
+            route = route_of(request)
+            if route is None or route.startswith("/api/"):
                 response.headers.setdefault("Cache-Control", "no-store")
         return response
     finally:
         elapsed = time.perf_counter() - started
-        route = request.match_info.route.resource
-        route_name = route.canonical if route is not None else "unmatched"
+        route_name = route_of(request) or "unmatched"
         ctx(request).metrics.http.labels(request.method, route_name, str(status)).observe(elapsed)
         identity = request.get("identity")
         log.info(
             "http.request",
             method=request.method,
-            path=request.path,  # never the query string (tickets)
+            path=request.rel_url.raw_path,  # as sent (%2F stays), never the query string
             status=status,
             ms=round(elapsed * 1000, 2),
             user=identity.user if identity is not None else None,
@@ -114,11 +134,44 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(exc.status, code, message, headers=headers)
     except RedisError:
         ctx(request).metrics.redis_errors.inc()
-        log.exception("http.redis_error", path=request.path)
+        log.exception("http.redis_error", path=request.rel_url.raw_path)
         return error_response(503, "storage_unavailable", "session store unavailable, retry")
     except Exception:
-        log.exception("http.internal_error", path=request.path)
+        log.exception("http.internal_error", path=request.rel_url.raw_path)
         return error_response(500, "internal_error", "internal error; see the daemon log")
+
+
+@web.middleware
+async def connection_cap(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """At most ``limits.max_connections_per_client`` requests in progress per client
+    address (behind trusted proxies: the forwarded address), else 429. Long-lived ones
+    (event streams, desktop websockets, slow uploads) count for as long as they last.
+
+    Counted per daemon process: with several replicas a client may hold that many on
+    each (it reaches each one over its own connections, so each protects itself).
+    """
+    c = ctx(request)
+    cap = c.cfg.limits.max_connections_per_client
+    if cap <= 0:
+        return await handler(request)
+    who = client_address(request)
+    held = c.clients.get(who, 0)
+    if held >= cap:
+        raise ApiError(
+            429,
+            "too_many_client_connections",
+            f"too many requests in progress from {who}: at most {cap}",
+            retry_after=5,
+        )
+    c.clients[who] = held + 1
+    try:
+        return await handler(request)
+    finally:
+        left = c.clients.get(who, 1) - 1
+        if left > 0:
+            c.clients[who] = left
+        else:
+            c.clients.pop(who, None)
 
 
 @web.middleware

@@ -17,7 +17,10 @@ Hardening, in the order the checks run:
   ``auth.max_token_lifetime_seconds`` from now are refused (so a revocation by ``jti``
   alone has a bounded lifetime).
 * The username claim must name a local account allowed by :mod:`.accounts`; the groups
-  claim may be a list or a comma/space separated string.
+  claim is a list of strings, or one string: a single group, unless
+  ``auth.groups_claim_separator`` names the characters that split it (never split by
+  default: "Research Staff" is one group, and a crafted name cannot smuggle in an admin
+  group).
 * ``jti`` must not be on the Redis deny-list (:mod:`.revocation`).
 
 Keys are loaded once (at construction; blocking file reads are fine at startup) and again
@@ -53,7 +56,6 @@ SUPPORTED_ALGORITHMS = frozenset({"HS256", "RS256", "ES256"})
 MAX_TOKEN_BYTES = 16 * 1024
 MIN_RSA_BITS = 2048
 MIN_HS_SECRET_BYTES = 32
-_GROUP_SPLIT_RE = re.compile(r"[,\s]+")
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
@@ -188,13 +190,23 @@ def load_keys(cfg: AuthConfig) -> _KeySet:
     return _KeySet(hs_secret=hs, by_kid=by_kid, without_kid=tuple(without))
 
 
-def parse_groups(value: object) -> tuple[str, ...]:
-    """Groups from a claim: a list of strings or one comma/space separated string."""
+def _splitter(separator: str) -> re.Pattern[str] | None:
+    """The pattern splitting on any character of ``separator`` (a space: any whitespace)."""
+    chars = "".join(re.escape(c) for c in dict.fromkeys(separator) if not c.isspace())
+    if any(c.isspace() for c in separator):
+        chars += r"\s"
+    return re.compile(f"[{chars}]+") if chars else None
+
+
+def parse_groups(value: object, separator: str = "") -> tuple[str, ...]:
+    """Groups from a claim: a list of strings, or one string that is one group unless
+    ``separator`` (``auth.groups_claim_separator``) names the characters splitting it."""
     items: list[str]
     if value is None:
         return ()
     if isinstance(value, str):
-        items = _GROUP_SPLIT_RE.split(value)
+        splitter = _splitter(separator)
+        items = splitter.split(value) if splitter else [value]
     elif isinstance(value, (list, tuple)):
         items = [v for v in value if isinstance(v, str)]
     else:
@@ -273,7 +285,7 @@ class JwtAuthenticator:
             raise AuthError(401, "invalid_token", "malformed token")
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, RecursionError):  # older PyJWT lets "[[[[..." recurse out
             raise AuthError(401, "invalid_token", "malformed token") from None
         alg, key = self._select_key(header)
         cfg = self.cfg
@@ -307,7 +319,7 @@ class JwtAuthenticator:
             raise AuthError(401, "invalid_token", "token is not valid yet") from None
         except jwt.InvalidSignatureError:
             raise AuthError(401, "invalid_token", "token signature is invalid") from None
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, RecursionError):
             raise AuthError(401, "invalid_token", "token is invalid") from None
         max_life = cfg.max_token_lifetime_seconds
         if max_life > 0 and int(payload["exp"]) > time.time() + max_life + cfg.leeway_seconds:
@@ -325,7 +337,7 @@ class JwtAuthenticator:
             raise AuthError(
                 401, "invalid_token", f"token lacks the username claim {cfg.username_claim!r}"
             )
-        groups = parse_groups(payload.get(cfg.groups_claim))
+        groups = parse_groups(payload.get(cfg.groups_claim), cfg.groups_claim_separator)
         jti = payload.get("jti")
         if jti is not None and (not isinstance(jti, str) or not jti or len(jti) > 256):
             raise AuthError(401, "invalid_token", "jti must be a short string")

@@ -16,6 +16,7 @@ import secrets
 
 import redis.asyncio as aioredis
 
+from ..contract.jsonsafe import loads_bounded
 from ..contract.keys import Keys
 from .types import AuthError
 
@@ -61,7 +62,7 @@ class TicketIssuer:
         if raw is None:
             raise AuthError(403, "bad_ticket", "invalid or expired ticket")
         try:
-            data = json.loads(raw)
+            data = loads_bounded(raw)
             user = data["user"]
             bound_session = data["session_id"]
             bound_origin = data.get("origin")

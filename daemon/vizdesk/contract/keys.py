@@ -47,6 +47,11 @@ class Keys:
         """Sliding-window rate-limit log of one user's action."""
         return f"{self.prefix}rate:{action}:{user}"
 
+    def streams(self, user: str) -> str:
+        """Sorted set of a user's open event streams (member: stream id, score: lease end
+        in ms), shared by every daemon replica."""
+        return f"{self.prefix}streams:{user}"
+
     @property
     def events_channel(self) -> str:
         """Pub/sub channel of session state changes."""

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
+from ..contract.jsonsafe import loads_bounded
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -62,7 +64,7 @@ class JsonRecord:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Self:
-        data = json.loads(raw)
+        data = loads_bounded(raw)
         kinds = _field_kinds(cls)  # type: ignore[arg-type]
         out: dict[str, Any] = {}
         for name, value in data.items():

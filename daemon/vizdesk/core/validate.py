@@ -6,9 +6,11 @@ name rule (:data:`NAME_RE`: partitions, templates, apps, images by name) is writ
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
+from ..contract.jsonsafe import MAX_JSON_DEPTH, JsonTooDeep, loads_bounded
 from .errors import VizdeskError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -20,6 +22,21 @@ class ValidationError(VizdeskError, ValueError):
 
     def __init__(self, field: str | None, message: str, code: str = "invalid_field") -> None:
         super().__init__(400, code, message, field=field)
+
+
+def parse_json_body(raw: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """A request body as JSON: 400 ``json_too_deep`` (field ``body``) when it nests deeper
+    than ``max_depth``, 400 ``invalid_json`` when it is not JSON. Never a RecursionError."""
+    try:
+        return loads_bounded(raw, max_depth)
+    except JsonTooDeep as exc:
+        raise ValidationError(
+            "body", f"body nests arrays/objects deeper than {max_depth} levels", "json_too_deep"
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise ValidationError(None, f"body is not valid JSON: {exc}", "invalid_json") from exc
+    except ValueError as exc:  # UnicodeDecodeError: not text
+        raise ValidationError(None, "body is not valid JSON (not text)", "invalid_json") from exc
 
 
 def require_object(body: Any) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from typing import Any
 import structlog
 
 from ..config import Config
+from ..contract.jsonsafe import MAX_JSON_DEPTH, json_depth, loads_bounded
 from ..contract.keys import Keys
 
 log = structlog.get_logger("vizdesk.images")
@@ -110,6 +111,8 @@ def parse_inspect(raw: str | bytes) -> dict[str, Any]:
     start = text.find("{")
     if start < 0:
         raise InspectError("no JSON in apptainer inspect output")
+    if json_depth(text[start:]) > MAX_JSON_DEPTH:
+        raise InspectError(f"apptainer inspect JSON nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         doc, _ = json.JSONDecoder().raw_decode(text[start:])
     except json.JSONDecodeError as exc:
@@ -315,7 +318,7 @@ class ImageCatalog:
         for k, v in (raw or {}).items():
             key = k.decode() if isinstance(k, bytes) else str(k)
             try:
-                entry = json.loads(v)
+                entry = loads_bounded(v)
             except (ValueError, TypeError):
                 continue
             if isinstance(entry, dict):

@@ -637,6 +637,11 @@ async function connectEvents() {
       pollSessions(); // no events endpoint: one list request every 5 s
       return;
     }
+    if (exc instanceof ApiError && exc.status === 429) {
+      // limits.max_event_streams_per_user: other tabs hold the streams; this one polls
+      pollSessions();
+      return;
+    }
     if (exc instanceof ApiError && exc.status === 0) {
       page.health.reachable = false;
       renderHealth();
