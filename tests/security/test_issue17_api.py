@@ -307,3 +307,16 @@ async def test_requests_in_progress_per_client_are_capped(http, capped_daemon) -
     finally:
         for s in held:
             s.close()
+
+
+async def test_uncommon_http_methods_add_no_metric_series(http, daemon) -> None:
+    """The HTTP parser passes WebDAV & co. methods to the app: they must not each become
+    a metric label value (a client could add series without end)."""
+    odd = ["PROPFIND", "MKCOL", "LOCK", "UNLOCK", "SEARCH", "PURGE", "REPORT", "MKACTIVITY"]
+    for method in odd:
+        async with http.request(method, f"{daemon.url}/healthz") as r:
+            await r.read()
+    async with http.get(f"{daemon.url}/metrics") as r:
+        text = await r.text()
+    assert not [m for m in odd if f'method="{m}"' in text]
+    assert 'method="other"' in text

@@ -18,6 +18,10 @@ from .context import ctx
 from .errors import HTTP_CODES, ApiError, error_response
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: Methods kept as a metric label; any other name a client sends counts as "other" (aiohttp
+#: accepts arbitrary method tokens: one series set per name would be unbounded).
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 log = structlog.get_logger("vizdesk.http")
 
 # Routes that need no bearer token, by the canonical pattern of the route the router
@@ -103,7 +107,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     finally:
         elapsed = time.perf_counter() - started
         route_name = route_of(request) or "unmatched"
-        ctx(request).metrics.http.labels(request.method, route_name, str(status)).observe(elapsed)
+        method = request.method if request.method in HTTP_METHODS else "other"
+        ctx(request).metrics.http.labels(method, route_name, str(status)).observe(elapsed)
         identity = request.get("identity")
         log.info(
             "http.request",
