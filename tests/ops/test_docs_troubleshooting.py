@@ -64,6 +64,8 @@ def reasons_in(path: Path) -> set[str]:
                     add(node.args[1])
             if name == "RegistrationRejected" and node.args:
                 add(node.args[0])
+            if name == "_fail_running" and len(node.args) >= 5:  # (..., what): "what: error"
+                add(node.args[4])
         elif isinstance(node, ast.Assign):
             if any(isinstance(t, ast.Name) and t.id == "reason" for t in node.targets):
                 add(node.value)

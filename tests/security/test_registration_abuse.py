@@ -239,7 +239,9 @@ async def test_metrics_listener_with_token_and_allow_list(http, testbed, tmp_pat
                 await asyncio.sleep(0.2)
         assert status == 401
         async with http.get(f"{d.url}/metrics") as r:
-            assert r.status == 404  # not on the main port any more
+            assert r.status == 401  # not a route of the main port any more: needs a token
+        async with http.get(f"{d.url}/metrics", headers=d.headers("alice")) as r:
+            assert r.status == 404  # ... and there is none with one
         async with http.get(f"{d.url}/healthz") as r:
             assert r.status == 200
         good = {"Authorization": f"Bearer {token}"}
