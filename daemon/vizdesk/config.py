@@ -212,6 +212,31 @@ class JobsConfig:
     max_string_length: int = 4096  # string parameters without their own max_length
     max_output_bytes: int = 1048576  # largest tail served by GET /api/v1/jobs/{id}/output
     ended_retention_seconds: int = 7 * 24 * 3600
+    # Each job runs in its own directory <workdir_root>/<id> (mode 0700, the user's own),
+    # where its input files land and its results stay. {home} and {user} expand.
+    workdir_root: str = "{home}/vizdesk-jobs"
+    user_templates: bool = True  # users may keep their own templates (stored in Redis)
+    max_user_templates: int = 50  # per user
+    max_template_versions: int = 20  # versions kept per user template (oldest dropped)
+    max_config_file_bytes: int = 1048576  # largest config file (format json|yaml) validated
+
+
+@dataclass
+class UploadsConfig:
+    """Resumable uploads (tus 1.0 at ``/api/v1/uploads``): where files are staged, how big
+    they may be and how long an unfinished or unused upload lives. Every file operation
+    runs in the user-file helper AS THE USER (``slurm.submit_prefix``), never as the
+    daemon's own identity."""
+
+    dir: str = "{home}/vizdesk-jobs/.uploads"  # staging directory; {home} and {user} expand
+    max_file_bytes: int = 10 * 1024**3  # largest single upload (413 beyond)
+    quota_bytes: int = 100 * 1024**3  # all of a user's live uploads together (413 beyond)
+    max_uploads_per_user: int = 200  # live upload sessions per user
+    expire_hours: float = 24.0  # an upload not used by a job is removed after this long
+    cleanup_interval_seconds: float = 300.0  # how often expired uploads are swept
+    progress_interval_seconds: float = 1.0  # at most one `upload` event per upload this often
+    helper_command: list[str] = field(default_factory=list)  # [] = this Python -m vizdesk.files.helper
+    helper_timeout_seconds: float = 60.0  # a helper call that moves no data
 
 
 @dataclass
@@ -267,6 +292,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
+    uploads: UploadsConfig = field(default_factory=UploadsConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     path: str = ""  # where it was loaded from (not a YAML key)

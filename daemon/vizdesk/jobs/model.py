@@ -53,8 +53,13 @@ PUBLIC_FIELDS = (
     "image",
     "app",
     *records.PUBLIC_RESOURCES,
+    "template_version",
     "exit_code",
+    "signal",
     "output_path",
+    "workdir",
+    "files",
+    "outputs",
     "created_at",
     "started_at",
     "ended_at",
@@ -77,6 +82,22 @@ class BatchJob(records.SlurmRecord[BatchJobState]):
     exit_code: int | None = None
     signal: int | None = None
     output_path: str = ""
+    template_version: str | None = None  # the version of the template the job used
+    workdir: str = ""  # the job's own directory (--chdir; inputs and results), "" before
+    files: dict[str, list[str]] = field(default_factory=dict)  # slot -> file names in workdir
+    outputs: list[str] = field(default_factory=list)  # the template's result patterns
+
+    def to_public(self) -> dict[str, Any]:
+        out = super().to_public()
+        out["runtime_seconds"] = self.runtime_seconds()
+        return out
+
+    def runtime_seconds(self) -> float | None:
+        """How long it ran (until now while running); None before it started."""
+        if self.started_at is None:
+            return None
+        end = self.ended_at if self.ended_at is not None else records.utcnow()
+        return round(max(0.0, (end - self.started_at).total_seconds()), 3)
 
 
 # Slurm's final states → (job state, reason), as Open OnDemand's ood_core STATE_MAP does.
