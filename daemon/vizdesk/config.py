@@ -173,6 +173,12 @@ class GroupPolicy:
     max_time_limit_minutes: int = 8 * 60
     max_sessions: int = 2
     max_jobs: int = 20
+    # Batch jobs only:
+    max_nodes: int = 1  # nodes one job may span
+    max_tasks: int = 64  # tasks (MPI ranks) of one job
+    accounts: list[str] = field(default_factory=list)  # Slurm accounts members may name ([] = none)
+    qos: list[str] = field(default_factory=list)  # QOS names members may ask for ([] = none)
+    gpu_types: list[str] = field(default_factory=lambda: ["*"])  # GPU types (gres gpu:<type>)
 
 
 @dataclass

@@ -173,3 +173,40 @@ def test_default_config_policy() -> None:
         **{**OK, "gpus": 1},
         active_sessions=0,
     )
+
+
+def _shape(**kw: Any) -> Any:
+    from types import SimpleNamespace
+
+    base: dict[str, Any] = dict(nodes=1, ntasks=1, account="", qos="", gpu_type="")
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def test_batch_shape_against_group_policy() -> None:
+    policy = Policy(
+        PolicyConfig(
+            groups={
+                "*": GroupPolicy(max_nodes=1, max_tasks=4, gpu_types=["t4"]),
+                "cae": GroupPolicy(
+                    max_nodes=4, max_tasks=256, accounts=["cae-*"], qos=["long"], gpu_types=[]
+                ),
+            }
+        )
+    )
+    policy.check_batch(who(), _shape(ntasks=4, gpu_type="t4"))
+    violation(policy.check_batch, "nodes", "max_nodes (1)", identity=who(), shape=_shape(nodes=2))
+    violation(policy.check_batch, "ntasks", "max_tasks (4)", identity=who(), shape=_shape(ntasks=5))
+    violation(
+        policy.check_batch, "account", "'cae-1'", identity=who(), shape=_shape(account="cae-1")
+    )
+    violation(policy.check_batch, "qos", "'long'", identity=who(), shape=_shape(qos="long"))
+    violation(
+        policy.check_batch, "gpu_type", "'a100'", identity=who(), shape=_shape(gpu_type="a100")
+    )
+    # Members of cae get the union of both entries.
+    policy.check_batch(who("cae"), _shape(nodes=4, ntasks=256, account="cae-1", qos="long"))
+    policy.check_batch(who("cae"), _shape(gpu_type="t4"))
+    violation(
+        policy.check_batch, "account", "'other'", identity=who("cae"), shape=_shape(account="other")
+    )

@@ -29,6 +29,11 @@ def _nothing() -> GroupPolicy:
         max_time_limit_minutes=0,
         max_sessions=0,
         max_jobs=0,
+        max_nodes=0,
+        max_tasks=0,
+        accounts=[],
+        qos=[],
+        gpu_types=[],
     )
 
 
@@ -71,6 +76,11 @@ class Policy:
                 max_time_limit_minutes=max(result.max_time_limit_minutes, p.max_time_limit_minutes),
                 max_sessions=max(result.max_sessions, p.max_sessions),
                 max_jobs=max(result.max_jobs, p.max_jobs),
+                max_nodes=max(result.max_nodes, p.max_nodes),
+                max_tasks=max(result.max_tasks, p.max_tasks),
+                accounts=_union(result.accounts, p.accounts),
+                qos=_union(result.qos, p.qos),
+                gpu_types=_union(result.gpu_types, p.gpu_types),
             )
         return result
 
@@ -126,6 +136,37 @@ class Policy:
         """Like :meth:`check_session`, for a batch job, against ``max_jobs``."""
         p = self._check_resources(identity, **ask)
         check_count(active_jobs, p.max_jobs, "job", "max_jobs")
+
+    def check_batch(self, identity: Identity, shape: BatchShape) -> None:
+        """A batch job's nodes, tasks, account, QOS and GPU type against the policy
+        (403 ``policy_violation`` naming the field); the size is :meth:`check_job`'s."""
+        p = self.effective(identity)
+        if shape.nodes > p.max_nodes:
+            raise _deny(f"nodes {shape.nodes} exceeds your max_nodes ({p.max_nodes})", "nodes")
+        if shape.ntasks > p.max_tasks:
+            raise _deny(f"ntasks {shape.ntasks} exceeds your max_tasks ({p.max_tasks})", "ntasks")
+        for key, value, allowed in (
+            ("account", shape.account, p.accounts),
+            ("qos", shape.qos, p.qos),
+            ("gpu_type", shape.gpu_type, p.gpu_types),
+        ):
+            if value and not _allowed(value, allowed):
+                raise _deny(f"{key} {value!r} is not allowed for your groups", key)
+
+
+class BatchShape(Protocol):
+    """What :meth:`Policy.check_batch` reads of a batch job (a ``JobSpec`` is one)."""
+
+    @property
+    def nodes(self) -> int: ...
+    @property
+    def ntasks(self) -> int: ...
+    @property
+    def account(self) -> str: ...
+    @property
+    def qos(self) -> str: ...
+    @property
+    def gpu_type(self) -> str: ...
 
 
 def check_count(active: int, limit: int, what: str, key: str) -> None:

@@ -6,6 +6,7 @@ resources are optional overrides checked again against the template's limits lat
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +19,19 @@ from ..core.validate import (
     reject_unknown,
     require_object,
 )
+from ..slurm.validate import CONSTRAINT_RE
 from .templates import MODES, RESOURCES
 
+#: What a CAE job may ask for besides the size (checked by policy: accounts, qos, ...).
+BATCH_FIELDS = ("constraint", "gpu_type", "account", "qos", "job_name", "files")
 JOB_FIELDS = frozenset(
-    {"template", "parameters", "image", "command", "app", "mode", "partition", *RESOURCES}
-)
+    {"template", "parameters", "image", "command", "app", "mode", "partition", *RESOURCES,
+     *BATCH_FIELDS}
+)  # fmt: skip
+JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+SLOT_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+MAX_FILES = 256
 ADHOC_ONLY = ("image", "command", "app", "mode")
 
 
@@ -41,6 +50,50 @@ class JobRequest:
     memory_gb: int | None = None
     gpus: int | None = None
     time_limit_minutes: int | None = None
+    constraint: str | None = None
+    gpu_type: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    job_name: str | None = None  # shown in squeue after the vizdesk prefix
+    files: dict[str, tuple[str, ...]] | None = None  # template slot -> upload ids
+
+
+def files_field(raw: Any) -> dict[str, tuple[str, ...]] | None:
+    """``files``: ``{slot: upload id | [upload ids]}`` (shape only; the uploads and the
+    template's slots are checked when the job is resolved)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ValidationError("files", "files must be an object of slot -> upload id(s)")
+    out: dict[str, tuple[str, ...]] = {}
+    total = 0
+    for slot, ids in raw.items():
+        where = f"files.{str(slot)[:32]}"
+        if not isinstance(slot, str) or not SLOT_RE.fullmatch(slot):
+            raise ValidationError(where, "file slot names are [a-z][a-z0-9_]{0,31}")
+        items = [ids] if isinstance(ids, str) else ids
+        if not isinstance(items, list) or not all(
+            isinstance(i, str) and UPLOAD_ID_RE.fullmatch(i) for i in items
+        ):
+            raise ValidationError(where, f"{where} must be an upload id or a list of them")
+        if len(set(items)) != len(items):
+            raise ValidationError(where, f"{where} names an upload twice")
+        total += len(items)
+        out[slot] = tuple(items)
+    if total > MAX_FILES:
+        raise ValidationError("files", f"at most {MAX_FILES} files per job")
+    return out
+
+
+def _pattern_field(
+    body: dict[str, Any], name: str, pattern: re.Pattern[str], rule: str
+) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ValidationError(name, f"{name} must be {rule}")
+    return value
 
 
 def check_argv(argv: Any, cfg: Config, field: str, *, allow_empty: bool) -> tuple[str, ...]:
@@ -113,4 +166,12 @@ def validate_job_request(body: Any, cfg: Config) -> JobRequest:
         memory_gb=opt_int_field(body, "memory_gb", 1, s.max_memory_gb),
         gpus=opt_int_field(body, "gpus", 0, s.max_gpus),
         time_limit_minutes=opt_int_field(body, "time_limit_minutes", 1, s.max_time_limit_minutes),
+        constraint=_pattern_field(
+            body, "constraint", CONSTRAINT_RE, "a node feature expression (names, & | , [] ())"
+        ),
+        gpu_type=name_field(body, "gpu_type", None),
+        account=name_field(body, "account", None),
+        qos=name_field(body, "qos", None),
+        job_name=_pattern_field(body, "job_name", JOB_NAME_RE, "1-64 letters, digits, _ . + -"),
+        files=files_field(body.get("files")),
     )

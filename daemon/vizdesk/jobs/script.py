@@ -37,8 +37,12 @@ BATCH_SCRIPT = r"""#!/bin/bash
 #   VIZDESK_GPUS             GPUs requested (more than 0 adds --nv)
 #   VIZDESK_APPTAINER_UNSQUASH  auto | always | never: extract the image (--unsquash);
 #                            auto: where this user may not open /dev/fuse
-#   VIZDESK_PARAM_NAMES      names of the VIZDESK_PARAM_<NAME> variables to pass on
-#   VIZDESK_PARAM_<NAME>, VIZDESK_PARAMS_JSON, VIZDESK_JOB_ID   data for the command
+#   VIZDESK_LAUNCHER         direct | srun (srun: the command runs once per task, e.g. MPI
+#                            ranks, each rank its own apptainer with Slurm's/PMI's variables)
+#   VIZDESK_PARAM_NAMES      names of the VIZDESK_PARAM_<NAME>/VIZDESK_FILE_<SLOT> variables
+#                            to pass on into the container
+#   VIZDESK_PARAM_<NAME>, VIZDESK_PARAMS_JSON, VIZDESK_FILE_<SLOT>, VIZDESK_FILES_JSON,
+#   VIZDESK_JOB_DIR, VIZDESK_JOB_ID   data for the command
 set -u
 fail() {
     printf 'vizdesk: %s\n' "$1" >&2
@@ -63,12 +67,25 @@ binds=${VIZDESK_APPTAINER_BINDS:-}
 gpus=${VIZDESK_GPUS:-0}
 unsquash=${VIZDESK_APPTAINER_UNSQUASH:-auto}
 names=${VIZDESK_PARAM_NAMES:-}
+launcher=${VIZDESK_LAUNCHER:-direct}
 unset VIZDESK_ARGC VIZDESK_IMAGE VIZDESK_MODE VIZDESK_APP VIZDESK_APPTAINER \
-    VIZDESK_APPTAINER_BINDS VIZDESK_GPUS VIZDESK_APPTAINER_UNSQUASH
+    VIZDESK_APPTAINER_BINDS VIZDESK_GPUS VIZDESK_APPTAINER_UNSQUASH VIZDESK_LAUNCHER
+
+# srun: one copy per task. Each rank hands Slurm's and the MPI launchers' variables (its
+# rank, PMI/PMIx endpoints) into its container, which --cleanenv would otherwise drop.
+rank_env='for v in $(compgen -e); do
+    case $v in SLURM_* | PMI_* | PMIX_* | OMPI_* | I_MPI_*) export "APPTAINERENV_$v=${!v}" ;; esac
+done
+exec "$@"'
+case $launcher in
+    direct) launch=() ;;
+    srun) launch=(srun --export=ALL --kill-on-bad-exit=1 bash -c "$rank_env" vizdesk-rank) ;;
+    *) fail "bad VIZDESK_LAUNCHER" ;;
+esac
 
 if [[ -z $image ]]; then
     ((${#argv[@]} > 0)) || fail "no command to run"
-    exec -- "${argv[@]}"
+    exec -- "${launch[@]}" "${argv[@]}"
 fi
 
 case $mode in
@@ -103,13 +120,13 @@ while IFS= read -r bind; do
         printf 'vizdesk: bind %s skipped (no such path on this node)\n' "$bind" >&2
     fi
 done <<<"$binds"
-for name in VIZDESK_JOB_ID VIZDESK_PARAMS_JSON $names; do
+for name in VIZDESK_JOB_ID VIZDESK_JOB_DIR VIZDESK_PARAMS_JSON VIZDESK_FILES_JSON $names; do
     [[ $name =~ ^VIZDESK_[A-Z0-9_]{1,64}$ ]] || fail "bad parameter name"
     if [[ -n ${!name+set} ]]; then
         export "APPTAINERENV_$name=${!name}"
     fi
 done
-exec "${cmd[@]}" "$image" "${argv[@]}"
+exec -- "${launch[@]}" "${cmd[@]}" "$image" "${argv[@]}"
 """
 
 SCRIPT_HASH = hashlib.sha256(BATCH_SCRIPT.encode()).hexdigest()[:16]
@@ -182,17 +199,37 @@ def job_environment(
     apptainer: str,
     binds: Sequence[str],
     unsquash: str = "auto",
+    launcher: str = "direct",
+    workdir: str = "",
+    files: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, str]:
-    """The job's environment for :data:`BATCH_SCRIPT` (handed to sbatch, never argv)."""
+    """The job's environment for :data:`BATCH_SCRIPT` (handed to sbatch, never argv).
+
+    ``files`` (slot → names in the job directory) become ``VIZDESK_FILE_<SLOT>`` (the
+    names, one per line) and ``VIZDESK_FILES_JSON``."""
+    file_env = {
+        "VIZDESK_FILE_" + slot.upper(): "\n".join(names) for slot, names in (files or {}).items()
+    }
     env: dict[str, str] = {
         "VIZDESK_JOB_ID": job_id,
         "VIZDESK_ARGC": str(len(argv)),
         "VIZDESK_PARAMS_JSON": json.dumps(dict(values), ensure_ascii=False, separators=(",", ":")),
-        "VIZDESK_PARAM_NAMES": " ".join(sorted(params)),
+        "VIZDESK_PARAM_NAMES": " ".join(sorted([*params, *file_env])),
     }
+    if launcher != "direct":
+        env["VIZDESK_LAUNCHER"] = launcher
+    if workdir:
+        env["VIZDESK_JOB_DIR"] = workdir
+    if files:
+        env["VIZDESK_FILES_JSON"] = json.dumps(
+            {slot: list(names) for slot, names in files.items()},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
     for i, element in enumerate(argv):
         env[f"VIZDESK_ARGV_{i}"] = element
     env.update(params)
+    env.update(file_env)
     if image_path:
         env["VIZDESK_IMAGE"] = image_path
         env["VIZDESK_MODE"] = mode

@@ -94,6 +94,27 @@ class SubmitRequest:
     output: str = ""  # --output path pattern ("" = Slurm's default)
     env: Mapping[str, str] = field(default_factory=dict)
     script_args: tuple[str, ...] = ()
+    # What batch jobs may ask for besides the size (sessions leave the defaults):
+    nodes: int = 1
+    ntasks: int = 1  # tasks (MPI ranks); cpus is then per task
+    ntasks_per_node: int | None = None
+    constraint: str = ""  # node features (--constraint)
+    gpu_type: str = ""  # GPUs as gres gpu:<type>:<count> when set
+    account: str = ""
+    qos: str = ""
+    mail_type: str = ""  # e.g. "END,FAIL" (--mail-type; mail goes to the user)
+    requeue: bool | None = None  # None: the site's default; False: never requeue
+
+
+@dataclass(frozen=True)
+class StartEstimate:
+    """What ``sbatch --test-only`` says about a submission: when and where it would start."""
+
+    start_time: datetime | None
+    processors: int | None = None
+    nodes: str = ""
+    partition: str = ""
+    message: str = ""  # Slurm's own sentence
 
 
 class SlurmError(Exception):
@@ -136,6 +157,14 @@ class SlurmBackend(abc.ABC):
 
     async def info(self, job_id: str) -> JobStatus | None:
         return (await self.info_many([job_id])).get(job_id)
+
+    async def test_only(self, req: SubmitRequest) -> StartEstimate:
+        """Ask Slurm when ``req`` would start, without submitting it (as ``req.user``).
+
+        Raises SlurmRejected (it would be refused), SlurmUnavailable, or
+        NotImplementedError when the backend cannot ask.
+        """
+        raise NotImplementedError(f"{self.name} backend cannot estimate start times")
 
     @abc.abstractmethod
     async def cancel(self, job_id: str, user: str) -> None:

@@ -23,10 +23,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import structlog
 
@@ -38,6 +40,7 @@ from .base import (
     SlurmError,
     SlurmRejected,
     SlurmUnavailable,
+    StartEstimate,
     SubmitRequest,
 )
 from .squeue_json import parse_squeue_json
@@ -132,6 +135,69 @@ def parse_parsable(stdout: bytes) -> str:
     raise SlurmError(f"unexpected sbatch --parsable output: {stdout[:200]!r}")
 
 
+_TEST_ONLY_RE = re.compile(
+    r"Job (?P<job>\d+) to start at (?P<start>\S+) using (?P<procs>\d+) processors? "
+    r"on nodes? (?P<nodes>\S+)(?: in partition (?P<partition>\S+))?"
+)
+
+
+def sbatch_options(req: SubmitRequest) -> list[str]:
+    """The sbatch options of ``req`` (what a dry run shows; call check_request first)."""
+    opts = [
+        f"--job-name={req.job_name}",
+        f"--cpus-per-task={req.cpus}",
+        f"--mem={req.memory_mb}M",
+        f"--time={req.time_limit_minutes}",
+    ]
+    if req.partition:
+        opts.append(f"--partition={req.partition}")
+    if req.nodes != 1:
+        opts.append(f"--nodes={req.nodes}")
+    if req.ntasks != 1:
+        opts.append(f"--ntasks={req.ntasks}")
+    if req.ntasks_per_node is not None:
+        opts.append(f"--ntasks-per-node={req.ntasks_per_node}")
+    if req.gpus > 0:
+        gpu = f"gpu:{req.gpu_type}:{req.gpus}" if req.gpu_type else f"gpu:{req.gpus}"
+        opts.append(f"--gres={gpu}")
+    if req.constraint:
+        opts.append(f"--constraint={req.constraint}")
+    if req.account:
+        opts.append(f"--account={req.account}")
+    if req.qos:
+        opts.append(f"--qos={req.qos}")
+    if req.mail_type:
+        opts.append(f"--mail-type={req.mail_type}")
+    if req.requeue is not None:
+        opts.append("--requeue" if req.requeue else "--no-requeue")
+    opts.append(f"--chdir={req.workdir}")
+    if req.output:
+        opts.append(f"--output={req.output}")
+    opts.append("--export=ALL")
+    return opts
+
+
+def parse_test_only(stderr: str) -> StartEstimate:
+    """``sbatch --test-only``'s sentence → a :class:`StartEstimate` (start in local time)."""
+    for line in reversed(stderr.splitlines()):
+        m = _TEST_ONLY_RE.search(line)
+        if not m:
+            continue
+        start: datetime | None
+        try:
+            start = datetime.fromisoformat(m["start"]).astimezone(UTC)
+        except ValueError:
+            start = None
+        return StartEstimate(
+            start_time=start,
+            processors=int(m["procs"]),
+            nodes=m["nodes"],
+            partition=m["partition"] or "",
+            message=line.split("sbatch:", 1)[-1].strip()[:300],
+        )
+    raise SlurmError(f"unexpected sbatch --test-only output: {stderr[-300:]!r}")
+
+
 class SlurmCliBackend(SlurmBackend):
     """The scheduler adapter that drives Slurm's client commands."""
 
@@ -152,27 +218,15 @@ class SlurmCliBackend(SlurmBackend):
         check_user_name(user)
         return [part.replace("{user}", user) for part in self.cfg.submit_prefix]
 
-    def submit_argv(self, req: SubmitRequest) -> list[str]:
+    def submit_argv(self, req: SubmitRequest, *, test_only: bool = False) -> list[str]:
         """The full argv of one submission (call :func:`check_request` first)."""
-        argv = [
+        return [
             *self.prefix_for(req.user),
             self.cfg.sbatch,
-            "--parsable",
-            f"--job-name={req.job_name}",
-            f"--cpus-per-task={req.cpus}",
-            f"--mem={req.memory_mb}M",
-            f"--time={req.time_limit_minutes}",
-        ]
-        if req.partition:
-            argv.append(f"--partition={req.partition}")
-        if req.gpus > 0:
-            argv.append(f"--gres=gpu:{req.gpus}")
-        argv.append(f"--chdir={req.workdir}")
-        if req.output:
-            argv.append(f"--output={req.output}")
-        argv.append("--export=ALL")
-        argv.extend(self.cfg.extra_sbatch_args)
-        return argv  # no script argument: sbatch reads the script from stdin
+            "--test-only" if test_only else "--parsable",
+            *sbatch_options(req),
+            *self.cfg.extra_sbatch_args,
+        ]  # no script argument: sbatch reads the script from stdin
 
     def squeue_argv(self) -> list[str]:
         return [self.cfg.squeue, "--json", "--all", "--states=all"]
@@ -199,6 +253,23 @@ class SlurmCliBackend(SlurmBackend):
             return job_id
         finally:
             self._record("submit", started, ok)
+
+    async def test_only(self, req: SubmitRequest) -> StartEstimate:
+        check_request(req)
+        account = await asyncio.to_thread(lookup_account, req.user, self.min_uid)
+        script = await asyncio.to_thread(read_script, req.script)
+        started, ok = time.monotonic(), False
+        try:
+            res = await self._run(
+                self.submit_argv(req, test_only=True), user_env(account, req.env), script.encode()
+            )
+            if res.returncode != 0:
+                raise self._submit_error(res)
+            estimate = parse_test_only(res.err_text)
+            ok = True
+            return estimate
+        finally:
+            self._record("test_only", started, ok)
 
     async def info_many(self, job_ids: Collection[str]) -> dict[str, JobStatus]:
         wanted = {str(j) for j in job_ids}

@@ -223,9 +223,27 @@ class PyslurmBackend(SlurmBackend):
         if req.partition:
             desc.partitions = req.partition
         if req.gpus > 0:
-            desc.gres_per_node = f"gpu:{req.gpus}"
+            gres = f"gpu:{req.gpu_type}:{req.gpus}" if req.gpu_type else f"gpu:{req.gpus}"
+            desc.gres_per_node = gres
         if req.output:
             desc.standard_output = req.output
+        # Attribute names of pyslurm 25.11's JobSubmitDescription.
+        if req.nodes != 1:
+            desc.nodes = req.nodes
+        if req.ntasks != 1:
+            desc.ntasks = req.ntasks
+        if req.ntasks_per_node is not None:
+            desc.ntasks_per_node = req.ntasks_per_node
+        for attr, value in (
+            ("constraints", req.constraint),
+            ("account", req.account),
+            ("qos", req.qos),
+            ("mail_types", req.mail_type),
+        ):
+            if value:
+                setattr(desc, attr, value)
+        if req.requeue is not None:
+            desc.is_requeueable = req.requeue
         return desc
 
     async def submit(self, req: SubmitRequest) -> str:

@@ -23,6 +23,10 @@ MAX_SCRIPT_BYTES = 4 * 1024 * 1024  # Slurm's default max_script_size
 _USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$")
 _JOB_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,127}$")
 _PARTITION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(,[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")
+#: A node feature expression (``--constraint``): names joined by & | , with [] () * counts.
+CONSTRAINT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.&|()\[\]*:,!-]{0,255}$")
+#: ``--mail-type`` values a job may ask for.
+MAIL_TYPES = frozenset({"BEGIN", "END", "FAIL", "REQUEUE", "TIME_LIMIT", "TIME_LIMIT_90"})
 _JOB_ID_RE = re.compile(r"^[1-9][0-9]{0,18}$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CTRL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -96,6 +100,22 @@ def check_request(req: SubmitRequest) -> None:
     for name, value, low in numbers:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value < 2**31:
             raise InvalidSubmission(f"{name} must be an integer >= {low}")
+    extra: tuple[tuple[str, int, int], ...] = (("nodes", req.nodes, 1), ("ntasks", req.ntasks, 1))
+    if req.ntasks_per_node is not None:
+        extra += (("ntasks_per_node", req.ntasks_per_node, 1),)
+    for name, value, low in extra:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value < 2**31:
+            raise InvalidSubmission(f"{name} must be an integer >= {low}")
+    for name, text, pattern in (
+        ("constraint", req.constraint, CONSTRAINT_RE),
+        ("gpu_type", req.gpu_type, _PARTITION_RE),
+        ("account", req.account, _PARTITION_RE),
+        ("qos", req.qos, _PARTITION_RE),
+    ):
+        if text and not pattern.fullmatch(text):
+            raise InvalidSubmission(f"invalid {name}")
+    if req.mail_type and not set(req.mail_type.split(",")) <= MAIL_TYPES:
+        raise InvalidSubmission("invalid mail_type")
     _check_path(req.script, "script")
     _check_path(req.workdir, "workdir")
     if req.output:
