@@ -360,4 +360,3 @@ async def test_requests_in_progress_per_client_are_capped(limited: TestClient[An
     while clients and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     assert clients == {}  # every slot given back
-

@@ -31,19 +31,52 @@ def job(**kw: object) -> BatchJob:
 
 
 def test_public_fields_and_round_trip() -> None:
-    j = job(template="hello", command=["echo", "secret-ish"], parameters={"m": "x"},
-            image_path="/srv/images/a.sif", started_at=datetime(2026, 1, 1, tzinfo=UTC))
+    j = job(
+        template="hello",
+        command=["echo", "secret-ish"],
+        parameters={"m": "x"},
+        image_path="/srv/images/a.sif",
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
     pub = j.to_public()
-    assert tuple(pub) == PUBLIC_FIELDS
+    assert tuple(pub) == (*PUBLIC_FIELDS, "runtime_seconds")
     assert set(PUBLIC_FIELDS) == {
-        "id", "user", "state", "reason", "job_id", "node", "template", "image", "app",
-        "partition", "cpus", "memory_gb", "gpus", "time_limit_minutes", "exit_code",
-        "output_path", "created_at", "started_at", "ended_at",
+        "id",
+        "user",
+        "state",
+        "reason",
+        "job_id",
+        "node",
+        "template",
+        "image",
+        "app",
+        "partition",
+        "cpus",
+        "memory_gb",
+        "gpus",
+        "time_limit_minutes",
+        "exit_code",
+        "output_path",
+        "created_at",
+        "started_at",
+        "ended_at",
+        "template_version",
+        "signal",
+        "workdir",
+        "files",
+        "outputs",
     }
+    assert pub["runtime_seconds"] is not None and pub["runtime_seconds"] > 0  # still running
     assert pub["state"] == "QUEUED" and pub["started_at"] == "2026-01-01T00:00:00Z"
     assert "image_path" not in pub and "command" not in pub
     back = BatchJob.from_json(j.to_json())
     assert back == j
+    ended = job(
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+        ended_at=datetime(2026, 1, 1, 0, 1, 30, tzinfo=UTC),
+    )
+    assert ended.to_public()["runtime_seconds"] == 90.0
+    assert job().to_public()["runtime_seconds"] is None
 
 
 def test_state_machine() -> None:
@@ -51,12 +84,18 @@ def test_state_machine() -> None:
     assert can_move(BatchJobState.RUNNING, BatchJobState.QUEUED)  # requeue
     assert can_move(BatchJobState.RUNNING, BatchJobState.CANCELLING)
     assert not can_move(BatchJobState.CANCELLING, BatchJobState.RUNNING)
-    for final in (BatchJobState.COMPLETED, BatchJobState.FAILED, BatchJobState.CANCELLED,
-                  BatchJobState.TIMEOUT):
+    for final in (
+        BatchJobState.COMPLETED,
+        BatchJobState.FAILED,
+        BatchJobState.CANCELLED,
+        BatchJobState.TIMEOUT,
+    ):
         assert final.is_final
         assert not can_move(final, BatchJobState.RUNNING)
-        assert not can_move(final, BatchJobState.CANCELLED if final != BatchJobState.CANCELLED
-                            else BatchJobState.FAILED)
+        assert not can_move(
+            final,
+            BatchJobState.CANCELLED if final != BatchJobState.CANCELLED else BatchJobState.FAILED,
+        )
     j = job()
     assert j.move(BatchJobState.COMPLETED, "done") and j.ended_at is not None
     assert not j.move(BatchJobState.FAILED, "late")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,7 +105,20 @@ class RecordingBackend(SlurmBackend):
 
 
 def manager(cfg: Config, backend: SlurmBackend | None = None) -> JobManager:
-    return JobManager(cfg, backend or RecordingBackend(), MemoryStore())  # type: ignore[arg-type]
+    return JobManager(
+        cfg,
+        backend or RecordingBackend(),
+        MemoryStore(),
+        make_dir=record_dir,  # type: ignore[arg-type]
+    )
+
+
+MADE_DIRS: list[tuple[str, str]] = []
+
+
+async def record_dir(prefix: Sequence[str], user: str, path: str) -> None:
+    """Unit tests only: the real ``make_job_dir`` (mkdir as the user) runs in tests/e2e."""
+    MADE_DIRS.append((user, path))
 
 
 @pytest.mark.parametrize(
@@ -160,8 +173,11 @@ def test_host_commands_need_configuration(cfg: Config) -> None:
 
 async def test_resolve_template(cfg: Config) -> None:
     m = manager(cfg)
-    spec = await m.resolve(ALICE, validate_job_request(
-        {"template": "t", "parameters": {"message": "$(id)"}, "cpus": 2}, cfg), None)
+    spec = await m.resolve(
+        ALICE,
+        validate_job_request({"template": "t", "parameters": {"message": "$(id)"}, "cpus": 2}, cfg),
+        None,
+    )
     assert spec.argv == ("printf", "%s\n", "$(id)")
     assert (spec.partition, spec.cpus, spec.gpus, spec.template) == ("batch", 2, 0, "t")
     assert spec.env == {"VIZDESK_PARAM_MESSAGE": "$(id)"}
@@ -173,12 +189,18 @@ async def test_resolve_template(cfg: Config) -> None:
     [
         ({"template": "nope"}, "template", "unknown_template"),
         ({"template": "t"}, "parameters.message", "missing_parameter"),
-        ({"template": "t", "parameters": {"message": "x", "y": 1}}, "parameters.y",
-         "unknown_parameter"),
+        (
+            {"template": "t", "parameters": {"message": "x", "y": 1}},
+            "parameters.y",
+            "unknown_parameter",
+        ),
         ({"template": "t", "parameters": {"message": "x"}, "cpus": 3}, "cpus", "invalid_field"),
         ({"template": "t", "parameters": {"message": "x"}, "gpus": 2}, "gpus", "invalid_field"),
-        ({"template": "t", "parameters": {"message": "x"}, "partition": "other"}, "partition",
-         "invalid_field"),
+        (
+            {"template": "t", "parameters": {"message": "x"}, "partition": "other"},
+            "partition",
+            "invalid_field",
+        ),
         ({"template": "img", "parameters": {"message": "x"}}, "template", "unknown_image"),
         ({"image": "nope", "command": ["x"]}, "image", "unknown_image"),
     ],
@@ -191,21 +213,34 @@ async def test_resolve_errors(cfg: Config, body: dict[str, Any], field: str, cod
 
 async def test_resolve_with_catalog(cfg: Config) -> None:
     m = manager(cfg)
-    spec = await m.resolve(ALICE, validate_job_request(
-        {"template": "img", "parameters": {"message": "m"}}, cfg), Catalog())
-    assert (spec.image, spec.image_path, spec.app) == ("compute", "/srv/images/compute.sif",
-                                                      "solver")
-    spec = await m.resolve(ALICE, validate_job_request(
-        {"image": "compute", "mode": "run", "partition": "viz"}, cfg), Catalog())
+    spec = await m.resolve(
+        ALICE,
+        validate_job_request({"template": "img", "parameters": {"message": "m"}}, cfg),
+        Catalog(),
+    )
+    assert (spec.image, spec.image_path, spec.app) == (
+        "compute",
+        "/srv/images/compute.sif",
+        "solver",
+    )
+    spec = await m.resolve(
+        ALICE,
+        validate_job_request({"image": "compute", "mode": "run", "partition": "viz"}, cfg),
+        Catalog(),
+    )
     assert (spec.mode, spec.argv, spec.partition) == ("run", (), "viz")
     with pytest.raises(ValidationError) as err:
-        await m.resolve(ALICE, validate_job_request(
-            {"image": "compute", "command": ["x"], "app": "other"}, cfg), Catalog())
+        await m.resolve(
+            ALICE,
+            validate_job_request({"image": "compute", "command": ["x"], "app": "other"}, cfg),
+            Catalog(),
+        )
     assert (err.value.field, err.value.code) == ("app", "unknown_app")
     # Without a catalog, an image ref is unknown (unless seeded in sessions.images).
     with pytest.raises(ValidationError) as err:
-        await m.resolve(ALICE, validate_job_request(
-            {"image": "compute", "command": ["x"]}, cfg), None)
+        await m.resolve(
+            ALICE, validate_job_request({"image": "compute", "command": ["x"]}, cfg), None
+        )
     assert err.value.code == "unknown_image"
 
 
@@ -227,8 +262,11 @@ async def test_submission_carries_values_only_in_the_environment(cfg: Config) ->
     cli = SlurmCliBackend(SlurmConfig())
     for value in HOSTILE:
         marked = f"{value}{secrets.token_hex(4)}"
-        spec = await m.resolve(ALICE, validate_job_request(
-            {"template": "t", "parameters": {"message": marked}}, cfg), None)
+        spec = await m.resolve(
+            ALICE,
+            validate_job_request({"template": "t", "parameters": {"message": marked}}, cfg),
+            None,
+        )
         job = await m.create(ALICE, spec)
         req = backend.submits[-1]
         script_text = Path(req.script).read_text()
@@ -238,8 +276,11 @@ async def test_submission_carries_values_only_in_the_environment(cfg: Config) ->
         assert req.env["VIZDESK_ARGV_2"] == marked
         assert req.env["VIZDESK_PARAM_MESSAGE"] == marked
         assert json.loads(req.env["VIZDESK_PARAMS_JSON"]) == {"message": marked}
-        assert req.user == "alice" and req.workdir == "/home/alice"
-        assert req.output == f"/home/alice/vizdesk-job-{job.id}.out" == job.output_path
+        workdir = f"/home/alice/vizdesk-jobs/{job.id}"
+        assert req.user == "alice" and req.workdir == workdir == job.workdir
+        assert MADE_DIRS[-1] == ("alice", workdir)
+        assert req.output == f"{workdir}/vizdesk-job-{job.id}.out" == job.output_path
+        assert req.env["VIZDESK_JOB_DIR"] == workdir
         assert job.job_id == str(1000 + len(backend.submits))
         assert job.state == BatchJobState.QUEUED and job.reason == "queued in Slurm"
 
@@ -249,8 +290,9 @@ async def test_output_dir_and_rejection(cfg: Config, tmp_path: Path) -> None:
     cfg.jobs.output_dir = f"{tmp_path}/scratch/{{user}}/out"
     backend = RecordingBackend()
     m = manager(cfg, backend)
-    spec = await m.resolve(ALICE, validate_job_request(
-        {"template": "t", "parameters": {"message": "x"}}, cfg), None)
+    spec = await m.resolve(
+        ALICE, validate_job_request({"template": "t", "parameters": {"message": "x"}}, cfg), None
+    )
     job = await m.create(ALICE, spec)
     out_dir = tmp_path / "scratch" / "alice" / "out"
     assert job.output_path == f"{out_dir}/vizdesk-job-{job.id}.out"

@@ -67,11 +67,11 @@ def test_shipped_templates_parse(cfg: Config) -> None:
     names = [p.stem for p in sorted(reg.directory.glob("*.yaml"))]
     assert {"hello", "python-script"} <= set(names)
     for name in names:
-        tmpl = parse_template(name, yaml.safe_load((reg.directory / f"{name}.yaml").read_text()),
-                              cfg)
+        tmpl = parse_template(
+            name, yaml.safe_load((reg.directory / f"{name}.yaml").read_text()), cfg
+        )
         assert tmpl.name == name and tmpl.description
-    hello = parse_template("hello", yaml.safe_load((reg.directory / "hello.yaml").read_text()),
-                           cfg)
+    hello = parse_template("hello", yaml.safe_load((reg.directory / "hello.yaml").read_text()), cfg)
     types = {p.type for p in hello.parameters.values()}
     assert {"int", "string"} <= types
 
@@ -82,8 +82,7 @@ def test_base_template_and_defaults(cfg: Config) -> None:
     assert t.resources["time_limit_minutes"].default == t.resources["time_limit_minutes"].max == 5
     assert t.resources["gpus"].max == 0  # not mentioned: no GPUs
     values = validate_parameters(t, {"message": "hi"}, cfg)
-    assert values == {"message": "hi", "count": 2, "ratio": 0.5, "color": "red",
-                      "verbose": False}
+    assert values == {"message": "hi", "count": 2, "ratio": 0.5, "color": "red", "verbose": False}
     assert t.argv(values) == ["printf", "%s\n", "hi"]
     env = param_env(t, values)
     assert env == {
@@ -149,13 +148,19 @@ def test_base_template_and_defaults(cfg: Config) -> None:
         (with_("parameters.x", {"type": "int", "choices": ["a"]}), "parameters.x.choices"),
         (with_("parameters.x", {"type": "int", "default": "1"}), "parameters.x.default"),
         (with_("parameters.x", {"type": "int", "default": 0, "min": 1}), "parameters.x.default"),
-        (with_("parameters.x", {"type": "enum", "choices": ["a"], "default": "b"}),
-         "parameters.x.default"),
-        (with_("parameters.x", {"type": "string", "pattern": "^a$", "default": "b"}),
-         "parameters.x.default"),
+        (
+            with_("parameters.x", {"type": "enum", "choices": ["a"], "default": "b"}),
+            "parameters.x.default",
+        ),
+        (
+            with_("parameters.x", {"type": "string", "pattern": "^a$", "default": "b"}),
+            "parameters.x.default",
+        ),
         (with_("parameters.x", {"type": "bool", "default": 1}), "parameters.x.default"),
-        (with_("parameters.x", {"type": "int", "required": True, "default": 1}),
-         "parameters.x.default"),
+        (
+            with_("parameters.x", {"type": "int", "required": True, "default": 1}),
+            "parameters.x.default",
+        ),
     ],
 )
 def test_invalid_template_names_the_key(cfg: Config, data: dict[str, Any], field: str) -> None:

@@ -59,6 +59,18 @@ def query_int(request: web.Request, name: str, lo: int, hi: int) -> int | None:
     return value
 
 
+def query_bool(request: web.Request, name: str) -> bool:
+    """Query parameter ``name`` as a boolean: true/1 or false/0 (absent: false)."""
+    raw = request.query.get(name)
+    if raw is None:
+        return False
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise ValidationError(name, f"{name} must be true or false")
+
+
 async def read_json(request: web.Request) -> Any:
     """The body as JSON: 413 when too large, 415/400 when not JSON, 400 (field ``body``)
     when nested deeper than :data:`~vizdesk.contract.jsonsafe.MAX_JSON_DEPTH`."""

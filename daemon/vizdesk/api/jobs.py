@@ -19,6 +19,7 @@ from ..auth.policy import ask
 from ..auth.types import AuthError
 from ..jobs.manager import JobSubmitError
 from ..jobs.request import validate_job_request
+from ..slurm.base import SlurmRejected
 from . import base
 from .audit import audit, denied_on_error
 from .context import ctx
@@ -48,12 +49,20 @@ async def delete_job(request: web.Request) -> web.Response:
 @routes.post("/api/v1/jobs")
 async def create_job(request: web.Request) -> web.Response:
     c, identity = base.caller(request)
+    dry_run = base.query_bool(request, "dry_run")
     with denied_on_error(request, "job.create"):
         req = validate_job_request(await base.read_json(request), c.cfg)
         spec = await c.jobs.resolve(identity, req, c.images)
-        active = await c.jobs.count_active(identity.user)
+        active = 0 if dry_run else await c.jobs.count_active(identity.user)
         c.policy.check_job(identity, active_jobs=active, **ask(spec.partition, spec.image, spec))
+        c.policy.check_batch(identity, spec)
         await c.ratelimiter.hit(identity.user, "job_create")
+    if dry_run:
+        try:
+            preview = await c.jobs.preview(identity, spec)
+        except SlurmRejected as exc:
+            raise ApiError(400, "slurm_rejected", f"Slurm would refuse the job: {exc}") from exc
+        return web.json_response({"dry_run": True, **preview})
     try:
         # The count above is a fast refusal; this one is atomic with storing the record.
         job = await c.jobs.create(identity, spec, max_jobs=c.policy.effective(identity).max_jobs)

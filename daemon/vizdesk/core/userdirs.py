@@ -18,10 +18,32 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import Protocol
 
 from .errors import VizdeskError
 
 USER_PLACEHOLDER = "{user}"
+HOME_PLACEHOLDER = "{home}"
+
+
+class _Named(Protocol):
+    @property
+    def user(self) -> str: ...
+    @property
+    def home(self) -> str: ...
+
+
+def expand_user_path(template: str, who: _Named) -> str:
+    """``template`` with ``{user}`` and ``{home}`` (the account's home) filled in; an
+    account without a home cannot use a ``{home}`` path (503 ``output_dir_unsafe``)."""
+    path = template.replace(USER_PLACEHOLDER, who.user)
+    if HOME_PLACEHOLDER in path:
+        if not who.home or not who.home.startswith("/"):
+            raise OutputDirError(f"{who.user} has no home directory for {template}")
+        path = path.replace(HOME_PLACEHOLDER, who.home.rstrip("/") or "/")
+    if not path.startswith("/"):
+        raise OutputDirError(f"{template} does not expand to an absolute path")
+    return path
 
 
 class OutputDirError(VizdeskError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,19 +19,23 @@ import structlog
 
 from ..auth.policy import check_count
 from ..auth.types import AuthError
+from ..core.records import iso
 from ..core.store import LimitReached
 from ..core.submit import SUBMITTING, SubmitError, submit_failure, submit_request, take_job_id
-from ..core.userdirs import USER_PLACEHOLDER, ensure_user_dir
+from ..core.userdirs import USER_PLACEHOLDER, ensure_user_dir, expand_user_path
 from ..core.validate import ValidationError, check_partition
 from ..images.catalog import ImageCatalog
 from ..images.resolve import resolve_image
-from ..slurm.base import SlurmRejected, SlurmUnavailable
+from ..slurm.base import SlurmError, SlurmRejected, SlurmUnavailable, SubmitRequest
+from ..slurm.cli import sbatch_options
+from ..slurm.validate import check_request
 from .advance import JobTracking
 from .model import BatchJob, BatchJobState, new_job_id
 from .output import read_output
 from .request import JobRequest, check_argv
-from .script import default_script_dir, install_script, job_environment
+from .script import BATCH_SCRIPT, default_script_dir, install_script, job_environment
 from .templates import RESOURCES, Template, TemplateRegistry, param_env, validate_parameters
+from .workdir import MakeDir, make_job_dir
 
 if TYPE_CHECKING:
     from ..auth.types import Identity
@@ -70,6 +75,22 @@ class JobSpec:
     memory_gb: int
     gpus: int
     time_limit_minutes: int
+    nodes: int = 1
+    ntasks: int = 1
+    ntasks_per_node: int | None = None
+    constraint: str = ""
+    gpu_type: str = ""
+    account: str = ""
+    qos: str = ""
+    job_name: str = ""  # the caller's name for it ("" = vizdesk's own)
+    launcher: str = "direct"  # direct | srun (once per task)
+    mail_type: str = ""
+    requeue: bool | None = None
+    template_version: str | None = None
+    outputs: tuple[str, ...] = ()
+    files: Mapping[str, tuple[str, ...]] = dataclasses.field(
+        default_factory=dict
+    )  # slot -> upload ids
 
 
 class JobManager(JobTracking):
@@ -84,8 +105,10 @@ class JobManager(JobTracking):
         store: JobStore,
         templates: TemplateRegistry | None = None,
         metrics: Metrics | None = None,
+        make_dir: MakeDir = make_job_dir,
     ) -> None:
         super().__init__(backend, store, metrics)
+        self.make_dir = make_dir  # makes the job's directory AS THE USER
         self.cfg = cfg
         self.store: JobStore = store
         self.templates = templates or TemplateRegistry(cfg)
@@ -146,7 +169,16 @@ class JobManager(JobTracking):
             values=values,
             env=param_env(tmpl, values),
             partition=partition,
-            **res,
+            constraint=req.constraint or "",
+            gpu_type=req.gpu_type or "",
+            account=req.account or "",
+            qos=req.qos or "",
+            job_name=req.job_name or "",
+            files=dict(req.files or {}),
+            cpus=res["cpus"],
+            memory_gb=res["memory_gb"],
+            gpus=res["gpus"],
+            time_limit_minutes=res["time_limit_minutes"],
         )
 
     def _resources(self, tmpl: Template | None, req: JobRequest) -> dict[str, int]:
@@ -182,10 +214,40 @@ class JobManager(JobTracking):
                 self._script = await asyncio.to_thread(install_script, directory)
             return self._script
 
-    def output_path(self, identity: Identity, jid: str) -> str:
-        base = self.cfg.jobs.output_dir.replace("{user}", identity.user)
-        base = base or identity.home or self.cfg.sessions.workdir
+    def workdir(self, identity: Identity, jid: str) -> str:
+        """The job's own directory: ``jobs.workdir_root`` ({home}, {user} expanded) / id."""
+        root = expand_user_path(self.cfg.jobs.workdir_root, identity)
+        return f"{root.rstrip('/')}/{jid}"
+
+    def output_path(self, identity: Identity, jid: str, workdir: str) -> str:
+        """Where Slurm writes the job's output: ``jobs.output_dir`` when set, else the
+        job's own directory."""
+        base = self.cfg.jobs.output_dir.replace("{user}", identity.user) or workdir
         return f"{base.rstrip('/')}/vizdesk-job-{jid}.out"
+
+    def _record(self, identity: Identity, spec: JobSpec, jid: str) -> BatchJob:
+        workdir = self.workdir(identity, jid)
+        return BatchJob(
+            id=jid,
+            user=identity.user,
+            partition=spec.partition,
+            cpus=spec.cpus,
+            memory_gb=spec.memory_gb,
+            gpus=spec.gpus,
+            time_limit_minutes=spec.time_limit_minutes,
+            template=spec.template,
+            template_version=spec.template_version,
+            image=spec.image,
+            image_path=spec.image_path,
+            app=spec.app,
+            mode=spec.mode,
+            command=list(spec.argv),
+            parameters=dict(spec.values),
+            workdir=workdir,
+            outputs=list(spec.outputs),
+            output_path=self.output_path(identity, jid, workdir),
+            reason=SUBMITTING,
+        )
 
     async def create(
         self, identity: Identity, spec: JobSpec, *, max_jobs: int | None = None
@@ -196,25 +258,8 @@ class JobManager(JobTracking):
             await asyncio.to_thread(
                 ensure_user_dir, self.cfg.jobs.output_dir, identity.user, identity.uid, identity.gid
             )
-        jid = new_job_id()
-        job = BatchJob(
-            id=jid,
-            user=identity.user,
-            partition=spec.partition,
-            cpus=spec.cpus,
-            memory_gb=spec.memory_gb,
-            gpus=spec.gpus,
-            time_limit_minutes=spec.time_limit_minutes,
-            template=spec.template,
-            image=spec.image,
-            image_path=spec.image_path,
-            app=spec.app,
-            mode=spec.mode,
-            command=list(spec.argv),
-            parameters=dict(spec.values),
-            output_path=self.output_path(identity, jid),
-            reason=SUBMITTING,
-        )
+        job = self._record(identity, spec, new_job_id())
+        jid = job.id
         if max_jobs is None:
             await self.store.create(job)
         else:
@@ -224,28 +269,8 @@ class JobManager(JobTracking):
                 check_count(exc.live, exc.limit, "job", "max_jobs")
                 raise
         try:
-            script = await self.script_path()
-            env = job_environment(
-                job_id=jid,
-                argv=spec.argv,
-                params=spec.env,
-                values=spec.values,
-                image_path=spec.image_path,
-                mode=spec.mode,
-                app=spec.app,
-                gpus=spec.gpus,
-                apptainer=self.cfg.node.apptainer,
-                binds=self.cfg.node.apptainer_binds,
-                unsquash=self.cfg.node.apptainer_unsquash,
-            )
-            submit = submit_request(
-                job,
-                script=script,
-                job_name=f"{self.cfg.slurm.job_name_prefix}-job-{jid}",
-                workdir=identity.home or self.cfg.sessions.workdir,
-                output=job.output_path,
-                env=env,
-            )
+            await self.make_dir(self.cfg.slurm.submit_prefix, identity.user, job.workdir)
+            submit = self.submission(spec, job, await self.script_path())
             job_id = await self.backend.submit(submit)
         except (SlurmRejected, SlurmUnavailable) as exc:
             status, code, reason = submit_failure(exc)
@@ -270,6 +295,83 @@ class JobManager(JobTracking):
             image=spec.image,
         )
         return stored
+
+    def submission(self, spec: JobSpec, job: BatchJob, script: str) -> SubmitRequest:
+        """The Slurm submission of ``job`` (resolved as ``spec``) with the fixed launcher."""
+        env = job_environment(
+            job_id=job.id,
+            argv=spec.argv,
+            params=spec.env,
+            values=spec.values,
+            image_path=spec.image_path,
+            mode=spec.mode,
+            app=spec.app,
+            gpus=spec.gpus,
+            apptainer=self.cfg.node.apptainer,
+            binds=self.cfg.node.apptainer_binds,
+            unsquash=self.cfg.node.apptainer_unsquash,
+            launcher=spec.launcher,
+            workdir=job.workdir,
+            files=job.files,
+        )
+        prefix = self.cfg.slurm.job_name_prefix
+        base = submit_request(
+            job,
+            script=script,
+            job_name=f"{prefix}-{spec.job_name}" if spec.job_name else f"{prefix}-job-{job.id}",
+            workdir=job.workdir or self.cfg.sessions.workdir,
+            output=job.output_path,
+            env=env,
+        )
+        return dataclasses.replace(
+            base,
+            nodes=spec.nodes,
+            ntasks=spec.ntasks,
+            ntasks_per_node=spec.ntasks_per_node,
+            constraint=spec.constraint,
+            gpu_type=spec.gpu_type,
+            account=spec.account,
+            qos=spec.qos,
+            mail_type=spec.mail_type,
+            requeue=spec.requeue,
+        )
+
+    async def preview(self, identity: Identity, spec: JobSpec) -> dict[str, Any]:
+        """A dry run: the exact script, sbatch options and environment names of the job
+        ``spec`` would submit, and Slurm's start estimate (``sbatch --test-only``);
+        nothing is stored, created or submitted. Slurm refusing it raises SlurmRejected."""
+        jid = new_job_id()
+        job = self._record(identity, spec, jid)
+        script = await self.script_path()
+        submit = self.submission(spec, job, script)
+        check_request(submit)
+        out: dict[str, Any] = {
+            "script": BATCH_SCRIPT,
+            "script_path": script,
+            "sbatch_options": sbatch_options(submit),
+            "environment": sorted(submit.env),
+            "workdir": job.workdir.removesuffix(jid) + "<job id>",
+            "estimate": None,
+        }
+        try:
+            est = await self.backend.test_only(submit)
+        except SlurmUnavailable as exc:
+            out["estimate_error"] = f"scheduler unreachable: {exc}"
+        except NotImplementedError as exc:
+            out["estimate_error"] = str(exc)
+        except SlurmError as exc:
+            if isinstance(exc, SlurmRejected):
+                raise
+            out["estimate_error"] = str(exc)[:300]
+        else:
+            out["estimate"] = {
+                "start_time": iso(est.start_time),
+                "processors": est.processors,
+                "nodes": est.nodes,
+                "partition": est.partition,
+                "message": est.message,
+            }
+        return out
 
     # ------------------------------------------------------------ read
 
