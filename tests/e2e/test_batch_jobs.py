@@ -84,11 +84,15 @@ def job_processes(jid: str) -> list[psutil.Process]:
 
 @pytest.fixture
 def outputs() -> Iterator[list[str]]:
-    """Output files to remove after the test (they land in alice's home)."""
+    """Output files to remove after the test (they land in the job's own directory in
+    alice's home, which goes too)."""
     paths: list[str] = []
     yield paths
     for p in paths:
         Path(p).unlink(missing_ok=True)
+        parent = Path(p).parent
+        if parent.parent.name == "vizdesk-jobs" and re.fullmatch("[0-9a-f]{16}", parent.name):
+            shutil.rmtree(parent, ignore_errors=True)
 
 
 async def test_template_job_completes_with_output(http, daemon, testbed, outputs) -> None:
@@ -97,8 +101,13 @@ async def test_template_job_completes_with_output(http, daemon, testbed, outputs
                                                      "count": 3}})
     outputs.append(job["output_path"])
     assert job["template"] == "hello" and job["partition"] == "batch"
-    assert job["output_path"] == f"/home/alice/vizdesk-job-{job['id']}.out"
+    workdir = f"/home/alice/vizdesk-jobs/{job['id']}"
+    assert job["workdir"] == workdir
+    assert job["output_path"] == f"{workdir}/vizdesk-job-{job['id']}.out"
     done = await wait_job(http, daemon, job["id"], FINAL)
+    st = Path(workdir).stat()  # made by alice herself, for her only
+    assert (Path(workdir).owner(), st.st_mode & 0o777) == ("alice", 0o700)
+    assert done["runtime_seconds"] is not None and done["runtime_seconds"] >= 0
     assert done["state"] == "COMPLETED", done
     assert done["exit_code"] == 0
     assert done["node"] == testbed.node

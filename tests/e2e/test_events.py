@@ -57,3 +57,33 @@ async def test_events_stream_follows_a_session(http, daemon) -> None:
     assert ranks == sorted(ranks), states
     assert not [d for e, d in bob_seen if e == "session" and d.get("id") == sid]
     assert all("password" not in json.dumps(d) for _, d in seen)
+
+
+async def test_job_end_is_an_event_with_state_exit_code_and_runtime(http, daemon) -> None:
+    seen: list[tuple[str, dict[str, Any]]] = []
+    bob_seen: list[tuple[str, dict[str, Any]]] = []
+    async with (
+        http.get(f"{daemon.url}/api/v1/events", headers=daemon.headers("alice")) as r,
+        http.get(f"{daemon.url}/api/v1/events", headers=daemon.headers("bob")) as rb,
+    ):
+        reader = asyncio.create_task(read_events(r, seen))
+        bob_reader = asyncio.create_task(read_events(rb, bob_seen))
+        body = {"template": "hello", "parameters": {"message": "evt", "exit_code": 3}}
+        async with http.post(
+            f"{daemon.url}/api/v1/jobs", json=body, headers=daemon.headers("alice")
+        ) as resp:
+            job = await resp.json()
+            assert resp.status == 201, job
+        final: dict[str, Any] = {}
+        for _ in range(600):
+            ends = [d for e, d in seen if e == "job" and d["id"] == job["id"] and d["ended_at"]]
+            if ends:
+                final = ends[-1]
+                break
+            await asyncio.sleep(0.1)
+        reader.cancel()
+        bob_reader.cancel()
+    assert final, seen
+    assert final["state"] == "FAILED" and final["exit_code"] == 3
+    assert final["runtime_seconds"] is not None and final["runtime_seconds"] >= 0
+    assert not [d for e, d in bob_seen if e == "job" and d.get("id") == job["id"]]
