@@ -36,6 +36,11 @@ async def me(request: web.Request) -> web.Response:
                 "time_limit_minutes": c.cfg.sessions.default_time_limit_minutes,
                 "geometry": c.cfg.sessions.default_geometry,
             },
+            "uploads": {
+                "max_file_bytes": c.cfg.uploads.max_file_bytes,
+                "quota_bytes": c.cfg.uploads.quota_bytes,
+                "expire_hours": c.cfg.uploads.expire_hours,
+            },
             "token_expires_at": identity.exp,
         }
     )
