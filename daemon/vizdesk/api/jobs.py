@@ -8,6 +8,7 @@ read the output, and list the templates the caller may use.
 | ``GET /api/v1/jobs/{id}`` | one job (another user's → 404) |
 | ``DELETE /api/v1/jobs/{id}`` | cancel → 202, ``CANCELLING`` then ``CANCELLED`` |
 | ``GET /api/v1/jobs/{id}/output`` | tail of the output file as text (owner only; ``?tail_bytes=``) |
+| ``GET /api/v1/jobs/{id}/request`` | what was asked for: template, version, parameters, resources, files (owner only) |
 | ``GET /api/v1/job-templates`` | the templates the caller's groups and policy allow |
 """  # noqa: E501
 
@@ -109,6 +110,17 @@ async def job_output(request: web.Request) -> web.Response:
         charset="utf-8",
         headers={"X-Output-Size": str(size), "X-Output-Truncated": str(size > len(data)).lower()},
     )
+
+
+@routes.get("/api/v1/jobs/{id}/request")
+async def job_request(request: web.Request) -> web.Response:
+    """What the owner asked for (template, version, parameters, resources, file names):
+    the portal's "submit again". Parameters are the owner's own data: owner only."""
+    identity = base.identity_of(request)
+    job = await base.owned_record(request, identity, ctx(request).jobs.store, "job")
+    if job.user != identity.user:
+        raise ApiError(403, "forbidden", "only the job's owner may read its request")
+    return web.json_response(job.request_view())
 
 
 @routes.get("/api/v1/job-templates")

@@ -54,6 +54,8 @@ PUBLIC_FIELDS = (
     "app",
     *records.PUBLIC_RESOURCES,
     "template_version",
+    "nodes",
+    "ntasks",
     "exit_code",
     "signal",
     "output_path",
@@ -86,6 +88,36 @@ class BatchJob(records.SlurmRecord[BatchJobState]):
     workdir: str = ""  # the job's own directory (--chdir; inputs and results), "" before
     files: dict[str, list[str]] = field(default_factory=dict)  # slot -> file names in workdir
     outputs: list[str] = field(default_factory=list)  # the template's result patterns
+    nodes: int = 1
+    ntasks: int = 1
+    ntasks_per_node: int | None = None
+    constraint: str = ""
+    gpu_type: str = ""
+    account: str = ""
+    qos: str = ""
+    job_name: str = ""  # the caller's name for it ("" = none)
+
+    def request_view(self) -> dict[str, Any]:
+        """What was asked for (the owner's "submit again" form; parameters included)."""
+        return {
+            "template": self.template,
+            "template_version": self.template_version,
+            "parameters": dict(self.parameters),
+            "partition": self.partition,
+            "cpus": self.cpus,
+            "memory_gb": self.memory_gb,
+            "gpus": self.gpus,
+            "time_limit_minutes": self.time_limit_minutes,
+            "nodes": self.nodes,
+            "ntasks": self.ntasks,
+            "ntasks_per_node": self.ntasks_per_node,
+            "constraint": self.constraint or None,
+            "gpu_type": self.gpu_type or None,
+            "account": self.account or None,
+            "qos": self.qos or None,
+            "job_name": self.job_name or None,
+            "files": {slot: list(names) for slot, names in self.files.items()},
+        }
 
     def to_public(self) -> dict[str, Any]:
         out = super().to_public()
