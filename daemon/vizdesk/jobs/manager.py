@@ -30,7 +30,15 @@ from .model import BatchJob, BatchJobState, new_job_id
 from .output import read_output
 from .request import JobRequest, check_argv
 from .script import default_script_dir, install_script, job_environment
-from .templates import RESOURCES, Template, TemplateRegistry, param_env, validate_parameters
+from .template_library import TemplateLibrary
+from .templates import (
+    RESOURCES,
+    Template,
+    TemplateRegistry,
+    param_env,
+    resource_bounds,
+    validate_parameters,
+)
 
 if TYPE_CHECKING:
     from ..auth.types import Identity
@@ -57,7 +65,8 @@ class JobSubmitError(SubmitError[BatchJob]):
 class JobSpec:
     """Everything a submission needs, resolved and checked."""
 
-    template: str | None
+    template: str | None  # its reference: "name" or "~owner/name"
+    template_version: str | None
     image: str | None
     image_path: str | None
     app: str | None
@@ -70,6 +79,9 @@ class JobSpec:
     memory_gb: int
     gpus: int
     time_limit_minutes: int
+    nodes: int = 1
+    ntasks: int = 1
+    ntasks_per_node: int = 1
 
 
 class JobManager(JobTracking):
@@ -84,11 +96,14 @@ class JobManager(JobTracking):
         store: JobStore,
         templates: TemplateRegistry | None = None,
         metrics: Metrics | None = None,
+        library: TemplateLibrary | None = None,
     ) -> None:
         super().__init__(backend, store, metrics)
         self.cfg = cfg
         self.store: JobStore = store
         self.templates = templates or TemplateRegistry(cfg)
+        # admin templates and (when given a store) users' own: the one way to find one
+        self.library = library or TemplateLibrary(cfg, self.templates, None)
         self.metrics = metrics
         self._script: str | None = None
         self._script_lock = asyncio.Lock()
@@ -101,7 +116,7 @@ class JobManager(JobTracking):
         """Template + parameters + resources + image → a :class:`JobSpec` (400 on errors)."""
         tmpl: Template | None = None
         if req.template is not None:
-            tmpl = await self.templates.get(req.template)
+            tmpl = await self.library.resolve(identity, req.template, req.template_version)
             if not tmpl.usable_by(identity.groups):
                 raise AuthError(
                     403,
@@ -137,7 +152,8 @@ class JobManager(JobTracking):
         else:
             argv = req.command or ()
         return JobSpec(
-            template=tmpl.name if tmpl else None,
+            template=tmpl.ref if tmpl else None,
+            template_version=tmpl.version if tmpl else None,
             image=image_ref,
             image_path=image_path,
             app=app,
@@ -150,14 +166,8 @@ class JobManager(JobTracking):
         )
 
     def _resources(self, tmpl: Template | None, req: JobRequest) -> dict[str, int]:
-        s = self.cfg.sessions
         out: dict[str, int] = {}
-        fallback = {
-            "cpus": (1, s.max_cpus),
-            "memory_gb": (s.default_memory_gb, s.max_memory_gb),
-            "gpus": (0, s.max_gpus),
-            "time_limit_minutes": (s.default_time_limit_minutes, s.max_time_limit_minutes),
-        }
+        fallback = {k: (d, hi) for k, (d, _lo, hi) in resource_bounds(self.cfg).items()}
         asked = dataclasses.asdict(req)
         for key in RESOURCES:
             if tmpl is not None:
@@ -206,6 +216,7 @@ class JobManager(JobTracking):
             gpus=spec.gpus,
             time_limit_minutes=spec.time_limit_minutes,
             template=spec.template,
+            template_version=spec.template_version,
             image=spec.image,
             image_path=spec.image_path,
             app=spec.app,

@@ -13,15 +13,27 @@ from ..config import Config
 from ..core.validate import (
     NAME_RE,
     ValidationError,
+    check_int,
     name_field,
     opt_int_field,
     reject_unknown,
     require_object,
 )
+from .template_refs import parse_ref
 from .templates import MODES, RESOURCES
 
 JOB_FIELDS = frozenset(
-    {"template", "parameters", "image", "command", "app", "mode", "partition", *RESOURCES}
+    {
+        "template",
+        "template_version",
+        "parameters",
+        "image",
+        "command",
+        "app",
+        "mode",
+        "partition",
+        *RESOURCES,
+    }
 )
 ADHOC_ONLY = ("image", "command", "app", "mode")
 
@@ -30,7 +42,8 @@ ADHOC_ONLY = ("image", "command", "app", "mode")
 class JobRequest:
     """A POST body, typed and ranged (nothing resolved yet)."""
 
-    template: str | None = None
+    template: str | None = None  # "name" (admin) or "~owner/name" (user)
+    template_version: int | None = None  # a user template's version (default: current)
     parameters: dict[str, Any] | None = None
     image: str | None = None
     command: tuple[str, ...] | None = None
@@ -41,6 +54,9 @@ class JobRequest:
     memory_gb: int | None = None
     gpus: int | None = None
     time_limit_minutes: int | None = None
+    nodes: int | None = None
+    ntasks: int | None = None
+    ntasks_per_node: int | None = None
 
 
 def check_argv(argv: Any, cfg: Config, field: str, *, allow_empty: bool) -> tuple[str, ...]:
@@ -66,8 +82,13 @@ def validate_job_request(body: Any, cfg: Config) -> JobRequest:
     reject_unknown(body, JOB_FIELDS)
     s = cfg.sessions
     template = body.get("template")
-    if template is not None and (not isinstance(template, str) or not NAME_RE.fullmatch(template)):
-        raise ValidationError("template", "template must be a template name")
+    if template is not None:
+        template = str(parse_ref(template, "template"))
+    version = body.get("template_version")
+    if version is not None:
+        if template is None:
+            raise ValidationError("template_version", "template_version needs a template")
+        version = check_int("template_version", version, 1, 2**31)
     if template is not None:
         for name in ADHOC_ONLY:
             if body.get(name) is not None:
@@ -103,6 +124,7 @@ def validate_job_request(body: Any, cfg: Config) -> JobRequest:
         raise ValidationError("parameters", "parameters must be a JSON object")
     return JobRequest(
         template=template,
+        template_version=version,
         parameters=parameters,
         image=image,
         command=command,
@@ -113,4 +135,7 @@ def validate_job_request(body: Any, cfg: Config) -> JobRequest:
         memory_gb=opt_int_field(body, "memory_gb", 1, s.max_memory_gb),
         gpus=opt_int_field(body, "gpus", 0, s.max_gpus),
         time_limit_minutes=opt_int_field(body, "time_limit_minutes", 1, s.max_time_limit_minutes),
+        nodes=opt_int_field(body, "nodes", 1, cfg.jobs.max_nodes),
+        ntasks=opt_int_field(body, "ntasks", 1, cfg.jobs.max_ntasks),
+        ntasks_per_node=opt_int_field(body, "ntasks_per_node", 1, cfg.jobs.max_ntasks),
     )
