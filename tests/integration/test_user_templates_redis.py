@@ -42,6 +42,7 @@ def library(redis: aioredis.Redis, keys: Keys, tmp_path: Path) -> TemplateLibrar
     cfg.jobs.templates_dir = str(tmp_path)
     cfg.jobs.max_user_templates = 5
     cfg.jobs.max_template_versions = 3
+    cfg.slurm.default_partition = "batch"
     (tmp_path / "admin-solver.yaml").write_text(
         "description: The site's solver\nimage: compute\ncommand: [solve]\nversion: '2.0'\n"
         "groups: [physics]\ntags: [cfd]\n"
@@ -208,3 +209,34 @@ async def test_sharing_only_with_own_groups_on_update(library: TemplateLibrary) 
             {"definition": definition(), "visibility": "groups", "groups": ["chem"]}, ALICE
         )
     assert err.value.field == "groups"
+
+
+async def test_job_manager_resolves_user_templates_with_their_version(
+    library: TemplateLibrary,
+) -> None:
+    """A job request names ``~owner/name`` (and optionally a version); the spec records
+    the reference and the version it used. Host commands here only because the site
+    allows them (no image catalog needed for the test)."""
+    from vizdesk.jobs.manager import JobManager
+    from vizdesk.jobs.request import validate_job_request
+
+    library.cfg.jobs.allow_host_commands = True
+    body = {"description": "d", "command": ["echo", "{n}"],
+            "parameters": {"n": {"type": "int", "default": 1}}}
+    await library.create(ALICE, "run-me", body, visibility="groups", groups=["physics"])
+    await library.update(ALICE, "~alice/run-me", {**body, "command": ["printf", "{n}"]})
+    m = JobManager(library.cfg, None, None, library.registry, None, library)  # type: ignore[arg-type]
+    spec = await m.resolve(BOB, validate_job_request({"template": "~alice/run-me"}, library.cfg),
+                           None)
+    assert (spec.template, spec.template_version, spec.argv) == ("~alice/run-me", "2",
+                                                                 ("printf", "1"))
+    old = await m.resolve(BOB, validate_job_request(
+        {"template": "~alice/run-me", "template_version": 1}, library.cfg), None)
+    assert (old.template_version, old.argv) == ("1", ("echo", "1"))
+    with pytest.raises(UnknownTemplate):
+        await m.resolve(CAROL, validate_job_request({"template": "~alice/run-me"}, library.cfg),
+                        None)
+    (library.registry.directory / "on-host.yaml").write_text("command: [/bin/true]\n")
+    admin = await m.resolve(BOB, validate_job_request({"template": "on-host"}, library.cfg),
+                            None)
+    assert admin.template == "on-host" and (admin.template_version or "").startswith("sha-")

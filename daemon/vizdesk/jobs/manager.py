@@ -66,7 +66,6 @@ class JobSpec:
     """Everything a submission needs, resolved and checked."""
 
     template: str | None  # its reference: "name" or "~owner/name"
-    template_version: str | None
     image: str | None
     image_path: str | None
     app: str | None
@@ -82,6 +81,7 @@ class JobSpec:
     nodes: int = 1
     ntasks: int = 1
     ntasks_per_node: int = 1
+    template_version: str | None = None  # the version of the template it came from
 
 
 class JobManager(JobTracking):
