@@ -240,3 +240,16 @@ async def test_job_manager_resolves_user_templates_with_their_version(
     admin = await m.resolve(BOB, validate_job_request({"template": "on-host"}, library.cfg),
                             None)
     assert admin.template == "on-host" and (admin.template_version or "").startswith("sha-")
+
+
+async def test_switched_off_user_templates_do_not_exist(library: TemplateLibrary) -> None:
+    await library.create(ALICE, "kept", definition())
+    library.cfg.jobs.user_templates = False
+    with pytest.raises(UnknownTemplate):
+        await library.resolve(ALICE, "~alice/kept")
+    assert all(t.source == "admin" for t in await library.list_for(ALICE))
+    with pytest.raises(VizdeskError) as err:
+        await library.create(ALICE, "new", definition())
+    assert (err.value.status, err.value.code) == (403, "user_templates_disabled")
+    library.cfg.jobs.user_templates = True
+    assert (await library.resolve(ALICE, "~alice/kept")).version == "1"

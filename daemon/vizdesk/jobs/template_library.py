@@ -187,7 +187,7 @@ class TemplateLibrary:
         out: list[Template] = []
         if source in ("all", "admin"):
             out += [t for t in await self.registry.all() if t.usable_by(identity.groups)]
-        if source in ("all", "user") and self.store is not None:
+        if source in ("all", "user") and self.store is not None and self.user_templates:
             metas = await self.store.list_owner(identity.user)
             seen = {m.ref for m in metas}
             metas += [m for m in await self.store.list_shared(identity.groups) if m.ref not in seen]
@@ -218,7 +218,9 @@ class TemplateLibrary:
         self, identity: Identity, ref: TemplateRef, field: str
     ) -> UserTemplateMeta:
         assert ref.owner is not None
-        meta = await self.store.get(ref.owner, ref.name) if self.store is not None else None
+        meta = None
+        if self.store is not None and self.user_templates:  # off: as if there were none
+            meta = await self.store.get(ref.owner, ref.name)
         if meta is None or not may_see(
             meta.owner, meta.visibility, meta.groups, identity.user, identity.groups
         ):
