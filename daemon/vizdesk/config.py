@@ -225,6 +225,8 @@ class JobsConfig:
     max_user_templates: int = 50  # per user
     max_template_versions: int = 20  # versions kept per user template (oldest dropped)
     max_config_file_bytes: int = 1048576  # largest config file (format json|yaml) validated
+    max_nodes: int = 64  # hard upper bound of a template's resources.nodes
+    max_ntasks: int = 4096  # hard upper bound of resources.ntasks and ntasks_per_node
 
 
 @dataclass
@@ -241,9 +243,7 @@ class UploadsConfig:
     expire_hours: float = 24.0  # an upload not used by a job is removed after this long
     cleanup_interval_seconds: float = 300.0  # how often expired uploads are swept
     progress_interval_seconds: float = 1.0  # at most one `upload` event per upload this often
-    helper_command: list[str] = field(
-        default_factory=list
-    )  # [] = this Python -m vizdesk.files.helper
+    helper_command: list[str] = field(default_factory=list)  # [] = python -m vizdesk.files.helper
     helper_timeout_seconds: float = 60.0  # a helper call that moves no data
 
 

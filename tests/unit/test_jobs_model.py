@@ -65,6 +65,8 @@ def test_public_fields_and_round_trip() -> None:
         "workdir",
         "files",
         "outputs",
+        "nodes",
+        "ntasks",
     }
     assert pub["runtime_seconds"] is not None and pub["runtime_seconds"] > 0  # still running
     assert pub["state"] == "QUEUED" and pub["started_at"] == "2026-01-01T00:00:00Z"

@@ -19,6 +19,9 @@ from ..contract.keys import Keys
 from ..images.catalog import ImageCatalog
 from ..jobs.manager import JobManager
 from ..jobs.store import JobStore
+from ..jobs.template_library import TemplateLibrary
+from ..jobs.templates import TemplateRegistry
+from ..jobs.user_templates import UserTemplateStore
 from ..metrics import Metrics
 from ..sessions.registrations import RegistrationManager, url_db
 from ..sessions.spawner import Spawner
@@ -26,7 +29,7 @@ from ..sessions.store import SessionStore
 from ..slurm import make_backend
 from ..slurm.base import SlurmBackend
 from ..tracker import Tracker
-from . import events, health, images, jobs, me, openapi, sessions
+from . import events, health, images, job_templates, jobs, me, openapi, sessions
 from .audit import TRUSTED_PROXIES, trusted_networks
 from .context import CTX, Context
 from .middleware import (
@@ -70,7 +73,9 @@ def build_context(
     spawner = Spawner(cfg, backend, store, regs, metrics)
     tracker = Tracker(cfg, backend, store, regs, metrics)
     job_store = JobStore(redis, keys, cfg.jobs.ended_retention_seconds)
-    job_manager = JobManager(cfg, backend, job_store, metrics=metrics)
+    registry = TemplateRegistry(cfg)
+    library = TemplateLibrary(cfg, registry, UserTemplateStore(redis, keys))
+    job_manager = JobManager(cfg, backend, job_store, registry, metrics, library=library)
     tracker.sources.append(job_manager)  # rides on the tracker's one Slurm query per tick
     catalog = ImageCatalog(cfg, redis, keys) if cfg.images.dirs or cfg.sessions.images else None
     return Context(
@@ -164,6 +169,7 @@ def create_app(
 
     app.cleanup_ctx.append(lifecycle)
     jobs.setup_routes(app)
+    job_templates.setup_routes(app)
     health.setup_routes(app, metrics_access, serve_metrics=metrics_listen is None)
     sessions.setup_routes(app)
     me.setup_routes(app)

@@ -1,5 +1,5 @@
 """Batch job endpoints: submit (from a template or image + command), list, get, cancel,
-read the output, and list the templates the caller may use.
+and read the output (the templates are :mod:`.job_templates`).
 
 | method and path | what |
 | --- | --- |
@@ -9,7 +9,6 @@ read the output, and list the templates the caller may use.
 | ``DELETE /api/v1/jobs/{id}`` | cancel → 202, ``CANCELLING`` then ``CANCELLED`` |
 | ``GET /api/v1/jobs/{id}/output`` | tail of the output file as text (owner only; ``?tail_bytes=``) |
 | ``GET /api/v1/jobs/{id}/request`` | what was asked for: template, version, parameters, resources, files (owner only) |
-| ``GET /api/v1/job-templates`` | the templates the caller's groups and policy allow |
 """  # noqa: E501
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..auth.policy import ask
-from ..auth.types import AuthError
 from ..jobs.manager import JobSubmitError
 from ..jobs.request import validate_job_request
 from ..slurm.base import SlurmRejected
@@ -121,25 +119,6 @@ async def job_request(request: web.Request) -> web.Response:
     if job.user != identity.user:
         raise ApiError(403, "forbidden", "only the job's owner may read its request")
     return web.json_response(job.request_view())
-
-
-@routes.get("/api/v1/job-templates")
-async def list_templates(request: web.Request) -> web.Response:
-    c = ctx(request)
-    identity = base.identity_of(request)
-    out = []
-    for tmpl in await c.jobs.templates.all():
-        if not tmpl.usable_by(identity.groups):
-            continue
-        partition = tmpl.partition or c.cfg.slurm.default_partition
-        try:  # offered only if its defaults are within the caller's policy
-            c.policy.check_job(
-                identity, active_jobs=0, **ask(partition, tmpl.image, tmpl.defaults())
-            )
-        except AuthError:
-            continue
-        out.append(tmpl.to_public())
-    return web.json_response({"templates": out})
 
 
 def setup_routes(app: web.Application) -> None:

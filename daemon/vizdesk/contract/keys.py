@@ -68,6 +68,19 @@ class Keys:
     def active_jobs(self) -> str:
         return f"{self.prefix}jobs:active"
 
+    def user_template(self, owner: str, name: str) -> str:
+        """Hash of one user template: ``meta`` (JSON: sharing, version list) and one
+        ``v:<n>`` field per kept version (JSON of its definition)."""
+        return f"{self.prefix}utmpl:{owner}:{name}"
+
+    def user_templates(self, owner: str) -> str:
+        """Set of the names of a user's templates."""
+        return f"{self.prefix}user:{owner}:templates"
+
+    def group_templates(self, group: str) -> str:
+        """Set of ``owner/name`` of the user templates shared with a group."""
+        return f"{self.prefix}group:{group}:templates"
+
     @property
     def image_catalog(self) -> str:
         return f"{self.prefix}images"

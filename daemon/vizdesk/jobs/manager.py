@@ -34,7 +34,15 @@ from .model import BatchJob, BatchJobState, new_job_id
 from .output import read_output
 from .request import JobRequest, check_argv
 from .script import BATCH_SCRIPT, default_script_dir, install_script, job_environment
-from .templates import RESOURCES, Template, TemplateRegistry, param_env, validate_parameters
+from .template_library import TemplateLibrary
+from .templates import (
+    RESOURCES,
+    Template,
+    TemplateRegistry,
+    param_env,
+    resource_bounds,
+    validate_parameters,
+)
 from .workdir import MakeDir, make_job_dir
 
 if TYPE_CHECKING:
@@ -46,6 +54,8 @@ if TYPE_CHECKING:
     from .store import JobStore
 
 FINAL_STATES = [s.value for s in BatchJobState if s.is_final]
+#: A template's ``notify`` → Slurm's --mail-type (mail goes to the submitting user).
+MAIL_TYPES = {"email": "END,FAIL"}
 
 log = structlog.get_logger("vizdesk.jobs")
 
@@ -62,7 +72,7 @@ class JobSubmitError(SubmitError[BatchJob]):
 class JobSpec:
     """Everything a submission needs, resolved and checked."""
 
-    template: str | None
+    template: str | None  # its reference: "name" or "~owner/name"
     image: str | None
     image_path: str | None
     app: str | None
@@ -106,12 +116,15 @@ class JobManager(JobTracking):
         templates: TemplateRegistry | None = None,
         metrics: Metrics | None = None,
         make_dir: MakeDir = make_job_dir,
+        library: TemplateLibrary | None = None,
     ) -> None:
         super().__init__(backend, store, metrics)
         self.make_dir = make_dir  # makes the job's directory AS THE USER
         self.cfg = cfg
         self.store: JobStore = store
         self.templates = templates or TemplateRegistry(cfg)
+        # admin templates and (when given a store) users' own: the one way to find one
+        self.library = library or TemplateLibrary(cfg, self.templates, None)
         self.metrics = metrics
         self._script: str | None = None
         self._script_lock = asyncio.Lock()
@@ -124,7 +137,7 @@ class JobManager(JobTracking):
         """Template + parameters + resources + image → a :class:`JobSpec` (400 on errors)."""
         tmpl: Template | None = None
         if req.template is not None:
-            tmpl = await self.templates.get(req.template)
+            tmpl = await self.library.resolve(identity, req.template, req.template_version)
             if not tmpl.usable_by(identity.groups):
                 raise AuthError(
                     403,
@@ -160,7 +173,8 @@ class JobManager(JobTracking):
         else:
             argv = req.command or ()
         return JobSpec(
-            template=tmpl.name if tmpl else None,
+            template=tmpl.ref if tmpl else None,
+            template_version=tmpl.version if tmpl else None,
             image=image_ref,
             image_path=image_path,
             app=app,
@@ -169,27 +183,34 @@ class JobManager(JobTracking):
             values=values,
             env=param_env(tmpl, values),
             partition=partition,
-            constraint=req.constraint or "",
-            gpu_type=req.gpu_type or "",
+            constraint=req.constraint or (tmpl.constraint if tmpl else None) or "",
+            gpu_type=req.gpu_type or (tmpl.gpu_type if tmpl else None) or "",
             account=req.account or "",
             qos=req.qos or "",
             job_name=req.job_name or "",
             files=dict(req.files or {}),
+            launcher=tmpl.launcher if tmpl else "direct",
+            mail_type=MAIL_TYPES.get(tmpl.notify or "", "") if tmpl else "",
+            # Templates choose (default: never requeue); ad-hoc jobs get the site's default.
+            requeue=tmpl.requeue if tmpl else None,
+            outputs=tmpl.outputs if tmpl else (),
             cpus=res["cpus"],
             memory_gb=res["memory_gb"],
             gpus=res["gpus"],
             time_limit_minutes=res["time_limit_minutes"],
+            nodes=res["nodes"],
+            ntasks=res["ntasks"],
+            # Sent only when asked for: with ntasks > nodes a fixed 1 would contradict.
+            ntasks_per_node=(
+                res["ntasks_per_node"]
+                if req.ntasks_per_node is not None or res["ntasks_per_node"] != 1
+                else None
+            ),
         )
 
     def _resources(self, tmpl: Template | None, req: JobRequest) -> dict[str, int]:
-        s = self.cfg.sessions
         out: dict[str, int] = {}
-        fallback = {
-            "cpus": (1, s.max_cpus),
-            "memory_gb": (s.default_memory_gb, s.max_memory_gb),
-            "gpus": (0, s.max_gpus),
-            "time_limit_minutes": (s.default_time_limit_minutes, s.max_time_limit_minutes),
-        }
+        fallback = {k: (d, hi) for k, (d, _lo, hi) in resource_bounds(self.cfg).items()}
         asked = dataclasses.asdict(req)
         for key in RESOURCES:
             if tmpl is not None:

@@ -14,20 +14,32 @@ from ..config import Config
 from ..core.validate import (
     NAME_RE,
     ValidationError,
+    check_int,
     name_field,
     opt_int_field,
     reject_unknown,
     require_object,
 )
 from ..slurm.validate import CONSTRAINT_RE
+from .template_refs import parse_ref
 from .templates import MODES, RESOURCES
 
 #: What a CAE job may ask for besides the size (checked by policy: accounts, qos, ...).
 BATCH_FIELDS = ("constraint", "gpu_type", "account", "qos", "job_name", "files")
 JOB_FIELDS = frozenset(
-    {"template", "parameters", "image", "command", "app", "mode", "partition", *RESOURCES,
-     *BATCH_FIELDS}
-)  # fmt: skip
+    {
+        "template",
+        "template_version",
+        "parameters",
+        "image",
+        "command",
+        "app",
+        "mode",
+        "partition",
+        *RESOURCES,
+        *BATCH_FIELDS,
+    }
+)
 JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 SLOT_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -39,7 +51,8 @@ ADHOC_ONLY = ("image", "command", "app", "mode")
 class JobRequest:
     """A POST body, typed and ranged (nothing resolved yet)."""
 
-    template: str | None = None
+    template: str | None = None  # "name" (admin) or "~owner/name" (user)
+    template_version: int | None = None  # a user template's version (default: current)
     parameters: dict[str, Any] | None = None
     image: str | None = None
     command: tuple[str, ...] | None = None
@@ -56,6 +69,9 @@ class JobRequest:
     qos: str | None = None
     job_name: str | None = None  # shown in squeue after the vizdesk prefix
     files: dict[str, tuple[str, ...]] | None = None  # template slot -> upload ids
+    nodes: int | None = None
+    ntasks: int | None = None
+    ntasks_per_node: int | None = None
 
 
 def files_field(raw: Any) -> dict[str, tuple[str, ...]] | None:
@@ -119,8 +135,13 @@ def validate_job_request(body: Any, cfg: Config) -> JobRequest:
     reject_unknown(body, JOB_FIELDS)
     s = cfg.sessions
     template = body.get("template")
-    if template is not None and (not isinstance(template, str) or not NAME_RE.fullmatch(template)):
-        raise ValidationError("template", "template must be a template name")
+    if template is not None:
+        template = str(parse_ref(template, "template"))
+    version = body.get("template_version")
+    if version is not None:
+        if template is None:
+            raise ValidationError("template_version", "template_version needs a template")
+        version = check_int("template_version", version, 1, 2**31)
     if template is not None:
         for name in ADHOC_ONLY:
             if body.get(name) is not None:
@@ -156,6 +177,7 @@ def validate_job_request(body: Any, cfg: Config) -> JobRequest:
         raise ValidationError("parameters", "parameters must be a JSON object")
     return JobRequest(
         template=template,
+        template_version=version,
         parameters=parameters,
         image=image,
         command=command,
@@ -174,4 +196,7 @@ def validate_job_request(body: Any, cfg: Config) -> JobRequest:
         qos=name_field(body, "qos", None),
         job_name=_pattern_field(body, "job_name", JOB_NAME_RE, "1-64 letters, digits, _ . + -"),
         files=files_field(body.get("files")),
+        nodes=opt_int_field(body, "nodes", 1, cfg.jobs.max_nodes),
+        ntasks=opt_int_field(body, "ntasks", 1, cfg.jobs.max_ntasks),
+        ntasks_per_node=opt_int_field(body, "ntasks_per_node", 1, cfg.jobs.max_ntasks),
     )

@@ -15,7 +15,20 @@ A template (``<name>.yaml``) names what runs and with which typed parameters::
       memory_gb: {default: 1, max: 8}
       gpus: {default: 0, max: 0}
       time_limit_minutes: {default: 10, max: 60}
-    groups: [physics]                # optional: only members may use it
+      nodes: {default: 1, max: 4}    # nodes, ntasks, ntasks_per_node: 1 (fixed) unless given
+      ntasks: {default: 2, max: 64}
+    constraint: "a100|h100"          # optional Slurm feature expression (--constraint)
+    gpu_type: a100                   # optional GRES type of the GPUs (gpu:<type>:<count>)
+    launcher: direct                 # direct | srun (the command runs once per task: MPI)
+    notify: email                    # optional: Slurm mails the user when the job ends
+    requeue: false                   # let Slurm requeue the job (default false)
+    groups: [physics]                # optional: only members may use it (admin templates)
+    display_name: Hello world        # library metadata: display_name, category, tags, version
+    category: examples
+    tags: [demo, shell]
+    version: "1.2"                   # admin templates; user templates get 1, 2, 3 ...
+    files: {...}                     # input file slots, see .template_files
+    outputs: ["*.out"]               # result file patterns, see .template_files
     parameters:
       message: {type: string, required: true, max_length: 200, pattern: "^[ -~]*$"}
       count: {type: int, default: 1, min: 1, max: 100}
@@ -33,19 +46,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import json
 import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import structlog
 import yaml
 
 from ..config import Config
 from ..core.validate import NAME_RE, ValidationError
+from .template_files import FileSlot, parse_files, parse_outputs, slots_public
 
 log = structlog.get_logger("vizdesk.jobs.templates")
 
@@ -53,7 +69,27 @@ PARAM_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 PLACEHOLDER_RE = re.compile(r"\{([a-z][a-z0-9_]{0,31})\}")
 PARAM_TYPES = ("int", "float", "string", "enum", "bool")
 MODES = ("exec", "run")
-RESOURCES = ("cpus", "memory_gb", "gpus", "time_limit_minutes")
+RESOURCES = (
+    "cpus",
+    "memory_gb",
+    "gpus",
+    "time_limit_minutes",
+    "nodes",
+    "ntasks",
+    "ntasks_per_node",
+)
+# Resources a template that does not mention them gets exactly one of (a job is one task
+# on one node unless its template says otherwise).
+SINGLE_RESOURCES = ("nodes", "ntasks", "ntasks_per_node")
+LAUNCHERS = ("direct", "srun")
+NOTIFY = ("email",)
+SOURCES = ("admin", "user")
+CONSTRAINT_RE = re.compile(r"^[A-Za-z0-9_.&|()\[\]*:,!-]{1,256}$")
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")
+MAX_TAGS = 32
+MAX_TAG_CHARS = 32
+MAX_DISPLAY_NAME = 120
+MAX_CATEGORY = 64
 MAX_TEMPLATE_BYTES = 256 * 1024
 INT_LIMIT = 2**63 - 1
 
@@ -71,6 +107,17 @@ TEMPLATE_KEYS = frozenset(
         "resources",
         "parameters",
         "groups",
+        "display_name",
+        "category",
+        "tags",
+        "version",
+        "files",
+        "outputs",
+        "notify",
+        "requeue",
+        "launcher",
+        "constraint",
+        "gpu_type",
     }
 )
 PARAM_KEYS = frozenset(
@@ -99,6 +146,9 @@ class Defaults(NamedTuple):
     memory_gb: int
     gpus: int
     time_limit_minutes: int
+    nodes: int = 1
+    ntasks: int = 1
+    ntasks_per_node: int = 1
 
 
 @dataclass(frozen=True)
@@ -146,7 +196,32 @@ class Template:
     interpreter: tuple[str, ...] = ("/bin/bash",)
     resources: Mapping[str, Resource] = field(default_factory=dict)
     parameters: Mapping[str, ParamSpec] = field(default_factory=dict)
-    groups: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()  # admin templates: only members of these may use it
+    # library metadata
+    display_name: str = ""
+    category: str = ""
+    tags: tuple[str, ...] = ()
+    version: str = ""  # admin: the declared version or "sha-<hash>"; user: "1", "2", ...
+    # files, results and how the job runs
+    files: Mapping[str, FileSlot] = field(default_factory=dict)
+    outputs: tuple[str, ...] = ()
+    notify: str | None = None  # "email": Slurm's --mail-type=END,FAIL
+    requeue: bool = False
+    launcher: str = "direct"  # srun: the command runs once per task
+    constraint: str | None = None
+    gpu_type: str | None = None
+    # where it comes from (set by the library for user templates)
+    source: str = "admin"
+    owner: str | None = None
+    visibility: str | None = None  # user templates: private | groups
+    shared_with: tuple[str, ...] = ()  # user templates with visibility groups
+    cloned_from: str | None = None
+    definition: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def ref(self) -> str:
+        """How a request names it: ``name`` (admin) or ``~owner/name`` (user)."""
+        return f"~{self.owner}/{self.name}" if self.source == "user" else self.name
 
     def argv(self, values: Mapping[str, Any]) -> list[str]:
         """The command line of the job: placeholders replaced by whole parameter values."""
@@ -168,19 +243,40 @@ class Template:
     def usable_by(self, groups: tuple[str, ...]) -> bool:
         return not self.groups or any(g in self.groups for g in groups)
 
-    def to_public(self) -> dict[str, Any]:
-        return {
+    def to_public(self, viewer: str | None = None) -> dict[str, Any]:
+        """The API's view; ``editable`` is true for ``viewer``'s own user templates."""
+        out: dict[str, Any] = {
+            "ref": self.ref,
             "name": self.name,
+            "display_name": self.display_name or self.name,
             "description": self.description,
+            "category": self.category,
+            "tags": list(self.tags),
+            "version": self.version,
+            "source": self.source,
+            "owner": self.owner,
+            "visibility": self.visibility,
+            "editable": self.source == "user" and viewer is not None and viewer == self.owner,
             "partition": self.partition,
             "image": self.image,
             "app": self.app,
             "mode": self.mode,
+            "launcher": self.launcher,
+            "notify": self.notify,
+            "requeue": self.requeue,
+            "constraint": self.constraint,
+            "gpu_type": self.gpu_type,
             "resources": {
                 k: {"default": r.default, "max": r.max} for k, r in self.resources.items()
             },
             "parameters": [p.to_public() for p in self.parameters.values()],
+            "files": slots_public(self.files),
+            "outputs": list(self.outputs),
         }
+        if self.source == "user":
+            out["groups"] = list(self.shared_with)
+            out["cloned_from"] = self.cloned_from
+        return out
 
 
 # ---------------------------------------------------------------- parsing a template
@@ -212,18 +308,26 @@ def _opt_name(name: str, where: str, value: Any) -> str | None:
     return value
 
 
+def resource_bounds(cfg: Config) -> dict[str, tuple[int, int, int]]:
+    """(default, lowest, highest) of every resource: the hard limits of the site."""
+    s, j = cfg.sessions, cfg.jobs
+    return {
+        "cpus": (1, 1, s.max_cpus),
+        "memory_gb": (s.default_memory_gb, 1, s.max_memory_gb),
+        "gpus": (0, 0, s.max_gpus),
+        "time_limit_minutes": (s.default_time_limit_minutes, 1, s.max_time_limit_minutes),
+        "nodes": (1, 1, j.max_nodes),
+        "ntasks": (1, 1, j.max_ntasks),
+        "ntasks_per_node": (1, 1, j.max_ntasks),
+    }
+
+
 def _resources(name: str, data: Any, cfg: Config) -> dict[str, Resource]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise TemplateError(name, "resources", "must be a mapping")
-    s = cfg.sessions
-    defaults = {
-        "cpus": (1, 1, s.max_cpus),
-        "memory_gb": (s.default_memory_gb, 1, s.max_memory_gb),
-        "gpus": (0, 0, s.max_gpus),
-        "time_limit_minutes": (s.default_time_limit_minutes, 1, s.max_time_limit_minutes),
-    }
+    defaults = resource_bounds(cfg)
     out: dict[str, Resource] = {}
     for key in data:
         if key not in defaults:
@@ -233,6 +337,8 @@ def _resources(name: str, data: Any, cfg: Config) -> dict[str, Resource]:
         value = data.get(key)
         if value is None and key == "gpus":
             res = Resource(0, 0)  # a template that does not mention GPUs gets none
+        elif value is None and key in SINGLE_RESOURCES:
+            res = Resource(1, 1)  # nor more than one node or task
         elif value is None:
             res = Resource(min(max(dflt, lo), hi), hi)
         elif _is_int(value):
@@ -330,6 +436,87 @@ def _param(tname: str, pname: Any, data: Any) -> ParamSpec:
     return spec
 
 
+def _short_text(name: str, where: str, value: Any, most: int, *, empty: bool = True) -> str:
+    """A one-line printable string of at most ``most`` characters."""
+    if not isinstance(value, str):
+        raise TemplateError(name, where, "must be a string")
+    if len(value) > most:
+        raise TemplateError(name, where, f"must be at most {most} characters")
+    if not value.strip() and not empty:
+        raise TemplateError(name, where, "must not be empty")
+    if any(not ch.isprintable() for ch in value):
+        raise TemplateError(name, where, "must be printable text on one line")
+    return value
+
+
+def _version(name: str, data: dict[str, Any]) -> str:
+    """The declared version, or a hash of the definition (a job still records what ran)."""
+    value = data.get("version")
+    if value is None:
+        canonical = json.dumps(data, sort_keys=True, default=str, ensure_ascii=False)
+        return "sha-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    if isinstance(value, bool) or isinstance(value, float):
+        raise TemplateError(name, "version", 'must be a string: quote it, e.g. version: "1.2"')
+    if isinstance(value, int):
+        value = str(value)
+    if not isinstance(value, str) or not VERSION_RE.fullmatch(value):
+        raise TemplateError(name, "version", "must be 1-32 letters, digits, '.', '_', '+', '-'")
+    return value
+
+
+def _metadata(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """display_name, category, tags and version of the library."""
+    tags_raw = data.get("tags", [])
+    if not isinstance(tags_raw, list):
+        raise TemplateError(name, "tags", "must be a list of strings")
+    if len(tags_raw) > MAX_TAGS:
+        raise TemplateError(name, "tags", f"at most {MAX_TAGS} tags")
+    tags = tuple(
+        _short_text(name, f"tags.{i}", t, MAX_TAG_CHARS, empty=False)
+        for i, t in enumerate(tags_raw)
+    )
+    return {
+        "display_name": _short_text(
+            name, "display_name", data.get("display_name", ""), MAX_DISPLAY_NAME
+        ),
+        "category": _short_text(name, "category", data.get("category", ""), MAX_CATEGORY),
+        "tags": tuple(dict.fromkeys(tags)),
+        "version": _version(name, data),
+    }
+
+
+def _run_options(
+    name: str, data: dict[str, Any], resources: Mapping[str, Resource]
+) -> dict[str, Any]:
+    """launcher, notify, requeue, constraint and gpu_type."""
+    launcher = data.get("launcher", "direct")
+    if launcher not in LAUNCHERS:
+        raise TemplateError(name, "launcher", f"must be one of {list(LAUNCHERS)}")
+    notify = data.get("notify")
+    if notify is not None and notify not in NOTIFY:
+        raise TemplateError(name, "notify", f"must be one of {list(NOTIFY)}")
+    requeue = data.get("requeue", False)
+    if not isinstance(requeue, bool):
+        raise TemplateError(name, "requeue", "must be true or false")
+    constraint = data.get("constraint")
+    if constraint is not None and (
+        not isinstance(constraint, str) or not CONSTRAINT_RE.fullmatch(constraint)
+    ):
+        raise TemplateError(
+            name, "constraint", "must be a Slurm feature expression (letters, digits, &|()[]*:,!-)"
+        )
+    gpu_type = _opt_name(name, "gpu_type", data.get("gpu_type"))
+    if gpu_type is not None and resources["gpus"].max == 0:
+        raise TemplateError(name, "gpu_type", "a GPU type needs resources.gpus")
+    return {
+        "launcher": launcher,
+        "notify": notify,
+        "requeue": requeue,
+        "constraint": constraint,
+        "gpu_type": gpu_type,
+    }
+
+
 def parse_template(name: str, data: Any, cfg: Config) -> Template:
     """Validate a template's YAML data; raise :class:`TemplateError` naming the bad key."""
     if not isinstance(data, dict):
@@ -341,8 +528,8 @@ def parse_template(name: str, data: Any, cfg: Config) -> Template:
     if declared != name:
         raise TemplateError(name, "name", f"must equal the file name ({name!r})")
     description = data.get("description", "")
-    if not isinstance(description, str):
-        raise TemplateError(name, "description", "must be a string")
+    if not isinstance(description, str) or len(description) > 4000:
+        raise TemplateError(name, "description", "must be a string of at most 4000 characters")
     partition = _opt_name(name, "partition", data.get("partition"))
     if partition is not None and cfg.slurm.partitions and partition not in cfg.slurm.partitions:
         raise TemplateError(name, "partition", f"not an offered partition {cfg.slurm.partitions}")
@@ -404,6 +591,11 @@ def parse_template(name: str, data: Any, cfg: Config) -> Template:
                         f"{{{m.group(1)}}} must be a whole argv element (values are never "
                         "spliced into strings); use $" + params[m.group(1)].env_name,
                     )
+
+    def fail(where: str, message: str) -> NoReturn:
+        raise TemplateError(name, where, message)
+
+    resources = _resources(name, data.get("resources"), cfg)
     return Template(
         name=name,
         description=description,
@@ -414,9 +606,14 @@ def parse_template(name: str, data: Any, cfg: Config) -> Template:
         command=command,
         script=script,
         interpreter=interpreter,
-        resources=_resources(name, data.get("resources"), cfg),
+        resources=resources,
         parameters=params,
         groups=groups,
+        files=parse_files(fail, data.get("files"), cfg.uploads.max_file_bytes),
+        outputs=parse_outputs(fail, data.get("outputs")),
+        definition=data,
+        **_metadata(name, data),
+        **_run_options(name, data, resources),
     )
 
 
