@@ -122,3 +122,51 @@ async def test_batch_fields_outside_policy_or_shape_are_refused(http, daemon, ex
         data = await r.json()
         assert r.status in (400, 403), data
         assert data["error"]["field"] == field, data
+
+
+SRUN_TEMPLATE = """\
+name: srun-hello
+description: every task prints its rank (launcher srun, on the node, no image)
+partition: batch
+launcher: srun
+resources:
+  ntasks: {default: 2, max: 4}
+  cpus: 1
+  memory_gb: 1
+  time_limit_minutes: 5
+command:
+  - /bin/bash
+  - -c
+  - printf 'rank %s of %s on %s\\n' "$SLURM_PROCID" "$SLURM_NTASKS" "$(hostname)"
+"""
+
+
+@pytest.fixture(scope="module")
+def srun_daemon(testbed):
+    from tests.conftest import start_daemon, stop_daemon
+
+    tdir = testbed.dir / "tests" / "templates-srun"
+    tdir.mkdir(parents=True, exist_ok=True)
+    (tdir / "srun-hello.yaml").write_text(SRUN_TEMPLATE)
+    d = start_daemon(testbed, "jobs-srun", {"jobs": {"templates_dir": str(tdir)}})
+    yield d
+    stop_daemon(d)
+    shutil.rmtree(tdir, ignore_errors=True)
+
+
+async def test_srun_launcher_runs_every_task(http, srun_daemon, testbed) -> None:
+    d = srun_daemon
+    job = await submit(http, d, {"template": "srun-hello", "ntasks": 3})
+    try:
+        fields = scontrol_job(job["job_id"])
+        assert fields["NumTasks"] == "3", fields
+        assert fields["Requeue"] == "0"  # templates never requeue unless they say so
+        done = await wait_job(http, d, job["id"], FINAL)
+        assert done["state"] == "COMPLETED" and done["ntasks"] == 3, done
+        lines = sorted(Path(done["output_path"]).read_text().splitlines())
+        assert lines == [f"rank {r} of 3 on {testbed.node}" for r in range(3)], lines
+    finally:
+        shutil.rmtree(job["workdir"], ignore_errors=True)
+    async with http.post(f"{d.url}/api/v1/jobs", json={"template": "srun-hello", "ntasks": 5},
+                         headers=d.headers("alice")) as r:
+        assert r.status == 400 and (await r.json())["error"]["field"] == "ntasks"
