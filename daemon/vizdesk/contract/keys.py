@@ -68,6 +68,23 @@ class Keys:
     def active_jobs(self) -> str:
         return f"{self.prefix}jobs:active"
 
+    def upload(self, uid: str) -> str:
+        """JSON of one upload (tus) record."""
+        return f"{self.prefix}upload:{uid}"
+
+    def user_uploads(self, user: str) -> str:
+        """Set of a user's upload ids."""
+        return f"{self.prefix}user:{user}:uploads"
+
+    @property
+    def uploads_expiry(self) -> str:
+        """Sorted set of upload ids scored by expiry time (epoch seconds): the sweeper's."""
+        return f"{self.prefix}uploads:expiry"
+
+    def upload_lock(self, uid: str) -> str:
+        """Lock of one upload while a request writes or removes it (token, with a TTL)."""
+        return f"{self.prefix}upload-lock:{uid}"
+
     @property
     def image_catalog(self) -> str:
         return f"{self.prefix}images"
