@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import stat
 import sys
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -38,7 +39,40 @@ from .errors import (
 log = structlog.get_logger("vizdesk.files")
 
 STREAM_CHUNK = 1 << 20
-DEFAULT_HELPER = [sys.executable, "-I", "-m", "vizdesk.files.helper"]
+FALLBACK_PYTHON = "/usr/bin/python3"
+
+
+def usable_by_all(path: str, execute: bool) -> bool:
+    """Whether every user may read (and ``execute``) ``path``: every directory on its real
+    path searchable by others, the file readable (and executable) by others."""
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+        need = stat.S_IROTH | (stat.S_IXOTH if execute else 0)
+        if st.st_mode & need != need:
+            return False
+        parent = os.path.dirname(real)
+        while True:
+            if not os.stat(parent).st_mode & stat.S_IXOTH:
+                return False
+            if parent == "/":
+                return True
+            parent = os.path.dirname(parent)
+    except OSError:
+        return False
+
+
+def default_helper_command() -> list[str]:
+    """``uploads.helper_command`` when the config leaves it empty: the helper script of
+    this package run by a Python every user can execute (the daemon's own, else
+    ``/usr/bin/python3``: the helper needs the standard library only), isolated (``-I``).
+    A daemon whose Python or package users cannot read falls back to ``-m``."""
+    script = os.path.abspath(helper.__file__)
+    if usable_by_all(script, execute=False):
+        for python in (sys.executable, FALLBACK_PYTHON):
+            if python and usable_by_all(python, execute=True):
+                return [python, "-I", script]
+    return [sys.executable, "-I", "-m", "vizdesk.files.helper"]
 
 
 @dataclass(frozen=True)
@@ -171,7 +205,7 @@ class UserFiles:
         self, submit_prefix: list[str], helper_command: list[str] | None, timeout: float
     ) -> None:
         self.submit_prefix = list(submit_prefix)
-        self.helper_command = list(helper_command or DEFAULT_HELPER)
+        self.helper_command = list(helper_command or default_helper_command())
         self.timeout = timeout
 
     def argv(self, user: str, op: str, *args: str) -> list[str]:
