@@ -102,7 +102,9 @@ def plant(link: str, target: str) -> None:
     as_user(link, ALICE)
 
 
-async def read_all(files: UserFiles, user: str, root: str, rel: str, spec: str | None = None) -> bytes:
+async def read_all(
+    files: UserFiles, user: str, root: str, rel: str, spec: str | None = None
+) -> bytes:
     async with files.read(user, root, rel, spec) as dl:
         return b"".join([c async for c in dl.chunks()])
 
@@ -123,9 +125,10 @@ async def test_write_resume_and_read_back(files: UserFiles, tree: dict[str, str]
     st = os.lstat(os.path.join(root, "up"))
     assert ALICE is not None and st.st_uid == ALICE.pw_uid  # the user's own file...
     assert stat.S_IMODE(st.st_mode) == 0o600  # ...for the user only
-    assert hashlib.sha256(await read_all(files, "alice", root, "up")).digest() == hashlib.sha256(
-        data
-    ).digest()
+    assert (
+        hashlib.sha256(await read_all(files, "alice", root, "up")).digest()
+        == hashlib.sha256(data).digest()
+    )
     assert await read_all(files, "alice", root, "up", "-4") == b"tail"
     assert await read_all(files, "alice", root, "up", "10-19") == data[10:20]
     with pytest.raises(RangeNotSatisfiable) as bad:
@@ -134,7 +137,9 @@ async def test_write_resume_and_read_back(files: UserFiles, tree: dict[str, str]
     assert (await files.size("alice", root, "up")).size == len(data)
 
 
-async def test_an_interrupted_body_keeps_what_arrived(files: UserFiles, tree: dict[str, str]) -> None:
+async def test_an_interrupted_body_keeps_what_arrived(
+    files: UserFiles, tree: dict[str, str]
+) -> None:
     root = tree["root"]
     stop = asyncio.Event()
 

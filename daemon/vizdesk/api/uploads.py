@@ -201,6 +201,10 @@ async def patch_upload(request: web.Request) -> web.StreamResponse:
         )
     count = declared if declared is not None else remaining
     if count == 0:
+        if await c.uploads.locked(upload.id):
+            raise ApiError(
+                423, "upload_locked", "another request is writing this upload", retry_after=1
+            )
         return web.Response(status=204, headers=upload_headers(upload))
     token = await c.uploads.lock(upload.id)
     if token is None:
@@ -213,8 +217,18 @@ async def patch_upload(request: web.Request) -> web.StreamResponse:
         updated = await asyncio.shield(task)
     except asyncio.CancelledError:  # the client went away: end the body, keep what came
         stop.set()
+        task.add_done_callback(_log_orphan)
         raise
     return web.Response(status=204, headers=upload_headers(updated))
+
+
+def _log_orphan(task: asyncio.Task[Upload]) -> None:
+    """The outcome of a write whose client went away (nobody else will see it)."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.warning("uploads.interrupted_write_failed", error=str(exc), kind=type(exc).__name__)
 
 
 async def _write_body(
