@@ -243,7 +243,8 @@ class UploadsConfig:
     expire_hours: float = 24.0  # an upload not used by a job is removed after this long
     cleanup_interval_seconds: float = 300.0  # how often expired uploads are swept
     progress_interval_seconds: float = 1.0  # at most one `upload` event per upload this often
-    helper_command: list[str] = field(default_factory=list)  # [] = python -m vizdesk.files.helper
+    # the helper's command ([] = a Python all users can run, -I, this package's helper.py)
+    helper_command: list[str] = field(default_factory=list)
     helper_timeout_seconds: float = 60.0  # a helper call that moves no data
 
 

@@ -2,7 +2,7 @@
 
 Layers, top to bottom (a module may import only its own package or a lower layer):
 entry points (__main__ → cli → server) → api → tracker → sessions | jobs →
-auth | images | proxy → core → slurm | contract → config | logsetup | metrics.
+auth | images | proxy | files → core → slurm | contract → config | logsetup | metrics.
 Besides: only api/ imports aiohttp.web; node/ imports only config, contract/ and
 itself; sessions/ and jobs/ never import each other.
 """
@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"api"},
     {"tracker"},
     {"sessions", "jobs"},
-    {"auth", "images", "proxy"},
+    {"auth", "images", "proxy", "files"},
     {"core"},
     {"slurm", "contract"},
     {"config", "logsetup", "metrics"},

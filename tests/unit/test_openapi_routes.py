@@ -49,7 +49,7 @@ def spec_routes() -> set[tuple[str, str]]:
     out = set()
     for path, item in spec["paths"].items():
         for method in item:
-            if method in ("get", "post", "put", "delete", "patch"):
+            if method in ("get", "post", "put", "delete", "patch", "options"):
                 out.add((method, path))
     return out
 

@@ -16,6 +16,9 @@ from ..auth.ratelimit import RateLimiter, StreamLimiter
 from ..auth.tickets import TicketIssuer
 from ..config import Config
 from ..contract.keys import Keys
+from ..files.runner import UserFiles
+from ..files.sweeper import UploadSweeper
+from ..files.uploads import UploadStore
 from ..images.catalog import ImageCatalog
 from ..jobs.manager import JobManager
 from ..jobs.store import JobStore
@@ -29,7 +32,7 @@ from ..sessions.store import SessionStore
 from ..slurm import make_backend
 from ..slurm.base import SlurmBackend
 from ..tracker import Tracker
-from . import events, health, images, job_templates, jobs, me, openapi, sessions
+from . import events, health, images, job_files, job_templates, jobs, me, openapi, sessions, uploads
 from .audit import TRUSTED_PROXIES, trusted_networks
 from .context import CTX, Context
 from .middleware import (
@@ -78,7 +81,21 @@ def build_context(
     job_manager = JobManager(cfg, backend, job_store, registry, metrics, library=library)
     tracker.sources.append(job_manager)  # rides on the tracker's one Slurm query per tick
     catalog = ImageCatalog(cfg, redis, keys) if cfg.images.dirs or cfg.sessions.images else None
+    files = UserFiles(
+        cfg.slurm.submit_prefix, cfg.uploads.helper_command, cfg.uploads.helper_timeout_seconds
+    )
+    upload_store = UploadStore(
+        redis,
+        keys,
+        max_file_bytes=cfg.uploads.max_file_bytes,
+        quota_bytes=cfg.uploads.quota_bytes,
+        max_uploads=cfg.uploads.max_uploads_per_user,
+        expire_seconds=cfg.uploads.expire_hours * 3600,
+    )
     return Context(
+        files=files,
+        uploads=upload_store,
+        upload_sweeper=UploadSweeper(upload_store, files, cfg.uploads.cleanup_interval_seconds),
         images=catalog,
         jobs=job_manager,
         cfg=cfg,
@@ -159,17 +176,21 @@ def create_app(
         app[events.HUB].start()
         if run_tracker:
             context.tracker.start()
+            context.upload_sweeper.start()
         log.info("daemon.started", slurm_backend=context.backend.name)
         yield
         if metrics_runner is not None:
             await metrics_runner.cleanup()
         await context.tracker.stop()
+        await context.upload_sweeper.stop()
         await app[events.HUB].stop()
         await context.redis.aclose()
 
     app.cleanup_ctx.append(lifecycle)
+    job_files.setup_routes(app)
     jobs.setup_routes(app)
     job_templates.setup_routes(app)
+    uploads.setup_routes(app)
     health.setup_routes(app, metrics_access, serve_metrics=metrics_listen is None)
     sessions.setup_routes(app)
     me.setup_routes(app)

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from ..auth.tickets import TicketIssuer
     from ..config import Config
     from ..contract.keys import Keys
+    from ..files.runner import UserFiles
+    from ..files.sweeper import UploadSweeper
+    from ..files.uploads import UploadStore
     from ..images.catalog import ImageCatalog
     from ..jobs.manager import JobManager
     from ..metrics import Metrics
@@ -47,6 +50,9 @@ class Context:
     ratelimiter: RateLimiter
     streams: StreamLimiter  # open event streams per user (in Redis: all replicas)
     images: ImageCatalog | None  # None when no catalog is configured
+    files: UserFiles  # every file operation on a user's directories, as the user
+    uploads: UploadStore  # tus upload records
+    upload_sweeper: UploadSweeper  # removes expired uploads
     websockets: dict[str, int] = field(default_factory=dict)  # open proxies per session
     clients: dict[str, int] = field(default_factory=dict)  # requests in progress per address
 

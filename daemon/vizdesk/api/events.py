@@ -166,6 +166,9 @@ async def events(request: web.Request) -> web.StreamResponse:
                 await response.write(_sse("status", {"slurm": event.get("slurm")}))
             elif kind in ("session", "job") and (want_all or event.get("user") == identity.user):
                 await response.write(_sse(kind, event[kind]))
+            elif kind == "upload" and event.get("user") == identity.user:
+                # Uploads are their owner's only: not even an admin's ?all=true stream.
+                await response.write(_sse(kind, event[kind]))
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:

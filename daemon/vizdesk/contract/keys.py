@@ -81,6 +81,23 @@ class Keys:
         """Set of ``owner/name`` of the user templates shared with a group."""
         return f"{self.prefix}group:{group}:templates"
 
+    def upload(self, uid: str) -> str:
+        """JSON of one upload (tus) record."""
+        return f"{self.prefix}upload:{uid}"
+
+    def user_uploads(self, user: str) -> str:
+        """Set of a user's upload ids."""
+        return f"{self.prefix}user:{user}:uploads"
+
+    @property
+    def uploads_expiry(self) -> str:
+        """Sorted set of upload ids scored by expiry time (epoch seconds): the sweeper's."""
+        return f"{self.prefix}uploads:expiry"
+
+    def upload_lock(self, uid: str) -> str:
+        """Lock of one upload while a request writes or removes it (token, with a TTL)."""
+        return f"{self.prefix}upload-lock:{uid}"
+
     @property
     def image_catalog(self) -> str:
         return f"{self.prefix}images"
