@@ -20,6 +20,7 @@ from ..files.runner import UserFiles
 from ..files.sweeper import UploadSweeper
 from ..files.uploads import UploadStore
 from ..images.catalog import ImageCatalog
+from ..jobs.inputs import JobInputs
 from ..jobs.manager import JobManager
 from ..jobs.store import JobStore
 from ..jobs.template_library import TemplateLibrary
@@ -78,9 +79,6 @@ def build_context(
     job_store = JobStore(redis, keys, cfg.jobs.ended_retention_seconds)
     registry = TemplateRegistry(cfg)
     library = TemplateLibrary(cfg, registry, UserTemplateStore(redis, keys))
-    job_manager = JobManager(cfg, backend, job_store, registry, metrics, library=library)
-    tracker.sources.append(job_manager)  # rides on the tracker's one Slurm query per tick
-    catalog = ImageCatalog(cfg, redis, keys) if cfg.images.dirs or cfg.sessions.images else None
     files = UserFiles(
         cfg.slurm.submit_prefix, cfg.uploads.helper_command, cfg.uploads.helper_timeout_seconds
     )
@@ -92,6 +90,18 @@ def build_context(
         max_uploads=cfg.uploads.max_uploads_per_user,
         expire_seconds=cfg.uploads.expire_hours * 3600,
     )
+    job_manager = JobManager(
+        cfg,
+        backend,
+        job_store,
+        registry,
+        metrics,
+        make_dir=lambda _prefix, user, path: files.mkdir(user, path),
+        library=library,
+        inputs=JobInputs(cfg, files, upload_store),
+    )
+    tracker.sources.append(job_manager)  # rides on the tracker's one Slurm query per tick
+    catalog = ImageCatalog(cfg, redis, keys) if cfg.images.dirs or cfg.sessions.images else None
     return Context(
         files=files,
         uploads=upload_store,

@@ -14,10 +14,14 @@ class ApiError(VizdeskError):
     """An error a handler raises itself (not found, conflict, forbidden...)."""
 
 
-def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+def error_body(
+    code: str, message: str, field: str | None = None, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
     err: dict[str, Any] = {"code": code, "message": message}
     if field is not None:
         err["field"] = field
+    if details is not None:
+        err["details"] = details
     return {"error": err}
 
 
@@ -27,10 +31,11 @@ def error_response(
     message: str,
     field: str | None = None,
     headers: dict[str, str] | None = None,
+    details: dict[str, Any] | None = None,
 ) -> web.Response:
     return web.Response(
         status=status,
-        text=json.dumps(error_body(code, message, field)),
+        text=json.dumps(error_body(code, message, field, details)),
         content_type="application/json",
         headers=headers,
     )

@@ -26,7 +26,8 @@ from aiohttp import web
 
 from ..auth.policy import ask
 from ..auth.types import AuthError, Identity
-from ..core.validate import ValidationError
+from ..core.validate import ValidationError, reject_unknown, require_object
+from ..jobs.request import files_field
 from ..jobs.template_library import matches
 from ..jobs.template_refs import TemplateRef, parse_ref
 from ..jobs.template_request import (
@@ -34,7 +35,7 @@ from ..jobs.template_request import (
     validate_template_create,
     validate_template_update,
 )
-from ..jobs.templates import Template
+from ..jobs.templates import Template, validate_parameters
 from . import base
 from .audit import audit, denied_on_error
 from .context import Context
@@ -205,6 +206,36 @@ async def clone_template(request: web.Request) -> web.Response:
     return web.json_response(tmpl.to_public(identity.user), status=201, dumps=_dumps)
 
 
+VALIDATE_FIELDS = frozenset({"files", "parameters"})
+
+
+async def validate_template(request: web.Request) -> web.Response:
+    """A set of uploads (and parameters) checked against the template without submitting:
+    per slot ``missing``, ``too_big``, ``wrong_pattern``, schema errors with their JSON
+    path...; 200 with ``valid`` either way (404 for another user's upload or a template
+    the caller may not see)."""
+    c, identity = base.caller(request)
+    ref = ref_of(request)
+    version = base.query_int(request, "version", 1, MAX_VERSION)
+    body = require_object(await base.read_json(request))
+    reject_unknown(body, VALIDATE_FIELDS)
+    wanted = files_field(body.get("files")) or {}
+    tmpl = await c.jobs.library.resolve(identity, ref, version, field="template")
+    if not c.jobs.library.visible(identity, tmpl) or not tmpl.usable_by(identity.groups):
+        raise not_found()
+    checked = await c.jobs.check_inputs(identity.user, tmpl, wanted)
+    out: dict[str, Any] = {"template": tmpl.ref, "version": tmpl.version}
+    out.update(checked.report.to_json())
+    try:
+        validate_parameters(tmpl, body.get("parameters"), c.cfg)
+    except ValidationError as exc:
+        out["valid"] = False
+        out["parameters"] = {"ok": False, "errors": [{"field": exc.field, "message": exc.message}]}
+    else:
+        out["parameters"] = {"ok": True, "errors": []}
+    return web.json_response(out, dumps=_dumps)
+
+
 def setup_routes(app: web.Application) -> None:
     app.add_routes(routes)
     for prefix in ("/api/v1/job-templates/~{owner}/{name}", "/api/v1/job-templates/{name}"):
@@ -213,3 +244,4 @@ def setup_routes(app: web.Application) -> None:
         app.router.add_delete(prefix, hidden_as_404(delete_template))
         app.router.add_get(prefix + "/versions", hidden_as_404(template_versions))
         app.router.add_post(prefix + "/clone", hidden_as_404(clone_template))
+        app.router.add_post(prefix + "/validate", hidden_as_404(validate_template))

@@ -55,6 +55,8 @@ async def create_job(request: web.Request) -> web.Response:
         active = 0 if dry_run else await c.jobs.count_active(identity.user)
         c.policy.check_job(identity, active_jobs=active, **ask(spec.partition, spec.image, spec))
         c.policy.check_batch(identity, spec)
+        inputs = await c.jobs.check_inputs(identity.user, spec.definition, spec.files)
+        inputs.report.raise_if_invalid()  # 400 naming files.<slot> (and the JSON path)
         await c.ratelimiter.hit(identity.user, "job_create")
     if dry_run:
         try:
@@ -64,7 +66,9 @@ async def create_job(request: web.Request) -> web.Response:
         return web.json_response({"dry_run": True, **preview})
     try:
         # The count above is a fast refusal; this one is atomic with storing the record.
-        job = await c.jobs.create(identity, spec, max_jobs=c.policy.effective(identity).max_jobs)
+        job = await c.jobs.create(
+            identity, spec, max_jobs=c.policy.effective(identity).max_jobs, inputs=inputs
+        )
     except JobSubmitError as exc:
         audit(request, "job.create", "failed", job=exc.job.id, reason=exc.code)
         raise

@@ -127,7 +127,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except VizdeskError as exc:  # the one root of every error a caller may see
-        return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
+        return error_response(
+            exc.status, exc.code, exc.message, exc.field, exc.headers, exc.details
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -9,15 +9,20 @@ field?}}`` with ``status`` and ``headers``. Errors that never reach a caller as 
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class VizdeskError(Exception):
     """An error with an HTTP status, a stable code and a message for people.
 
     Contract for subclasses: set ``status`` (HTTP status), ``code`` (stable, machine
     readable), ``message`` (for people, never a secret), ``field`` (the offending request
-    field, or None), ``headers`` (extra response headers) and ``retry_after`` (seconds,
-    sent as ``Retry-After``).
+    field, or None), ``headers`` (extra response headers), ``retry_after`` (seconds,
+    sent as ``Retry-After``) and ``details`` (optional JSON the caller can act on, e.g. a
+    per-slot file report; sent as ``error.details``).
     """
+
+    details: dict[str, Any] | None = None
 
     def __init__(
         self,

@@ -125,6 +125,7 @@ class FilesInvalid(ValidationError):
             "invalid_files",
         )
         self.report = report
+        self.details = report.to_json()
 
 
 Reader = Callable[[FileRef, int], Awaitable[bytes]]

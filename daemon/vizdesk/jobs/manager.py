@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,8 @@ from ..slurm.base import SlurmError, SlurmRejected, SlurmUnavailable, SubmitRequ
 from ..slurm.cli import sbatch_options
 from ..slurm.validate import check_request
 from .advance import JobTracking
+from .filecheck import FileReport
+from .inputs import CheckedInputs, JobInputs
 from .model import BatchJob, BatchJobState, new_job_id
 from .output import read_output
 from .request import JobRequest, check_argv
@@ -101,6 +103,7 @@ class JobSpec:
     files: Mapping[str, tuple[str, ...]] = dataclasses.field(
         default_factory=dict
     )  # slot -> upload ids
+    definition: Template | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 class JobManager(JobTracking):
@@ -117,9 +120,11 @@ class JobManager(JobTracking):
         metrics: Metrics | None = None,
         make_dir: MakeDir = make_job_dir,
         library: TemplateLibrary | None = None,
+        inputs: JobInputs | None = None,
     ) -> None:
         super().__init__(backend, store, metrics)
         self.make_dir = make_dir  # makes the job's directory AS THE USER
+        self.inputs = inputs  # uploads → the job's directory (None: jobs take no files)
         self.cfg = cfg
         self.store: JobStore = store
         self.templates = templates or TemplateRegistry(cfg)
@@ -194,6 +199,7 @@ class JobManager(JobTracking):
             # Templates choose (default: never requeue); ad-hoc jobs get the site's default.
             requeue=tmpl.requeue if tmpl else None,
             outputs=tmpl.outputs if tmpl else (),
+            definition=tmpl,
             cpus=res["cpus"],
             memory_gb=res["memory_gb"],
             gpus=res["gpus"],
@@ -225,6 +231,18 @@ class JobManager(JobTracking):
                 raise ValidationError(key, f"{key} must be at most {hi}{where}")
             out[key] = value
         return out
+
+    async def check_inputs(
+        self, user: str, tmpl: Template | None, wanted: Mapping[str, Sequence[str]]
+    ) -> CheckedInputs:
+        """The caller's uploads ``wanted`` (slot → ids) checked against ``tmpl``'s file
+        slots (a report; nothing claimed). A template with required slots gets
+        ``missing`` errors when nothing is given."""
+        if self.inputs is None:
+            if wanted or (tmpl is not None and tmpl.files):
+                raise ValidationError("files", "this site does not take input files")
+            return CheckedInputs(FileReport())
+        return await self.inputs.check(user, tmpl, wanted)
 
     # ------------------------------------------------------------ submit
 
@@ -279,7 +297,12 @@ class JobManager(JobTracking):
         )
 
     async def create(
-        self, identity: Identity, spec: JobSpec, *, max_jobs: int | None = None
+        self,
+        identity: Identity,
+        spec: JobSpec,
+        *,
+        max_jobs: int | None = None,
+        inputs: CheckedInputs | None = None,
     ) -> BatchJob:
         """Store the job and submit it. With ``max_jobs``, only while the caller has fewer
         live jobs (counted atomically in Redis); otherwise 403 ``policy_violation``."""
@@ -299,6 +322,11 @@ class JobManager(JobTracking):
                 raise
         try:
             await self.make_dir(self.cfg.slurm.submit_prefix, identity.user, job.workdir)
+            if inputs is not None and inputs.ids:
+                assert self.inputs is not None
+                job.files = await self.inputs.adopt(identity.user, inputs, job.workdir)
+                names = job.files
+                await self.store.update(jid, lambda j: _set_files(j, names))
             submit = self.submission(spec, job, await self.script_path())
             job_id = await self.backend.submit(submit)
         except (SlurmRejected, SlurmUnavailable) as exc:
@@ -430,6 +458,11 @@ class JobManager(JobTracking):
         if updated.job_id and not updated.state.is_final:
             await self.cancel_in_slurm(updated)
         return updated
+
+
+def _set_files(job: BatchJob, files: dict[str, list[str]]) -> bool:
+    job.files = files
+    return True
 
 
 if TYPE_CHECKING:
