@@ -189,3 +189,77 @@ def test_no_job_directory_holds_a_foreign_file() -> None:
     out = subprocess.run(["find", str(root), "!", "-user", "alice"], capture_output=True,
                          text=True, check=True).stdout.split()
     assert out == [], out
+
+
+PLANT_TEMPLATE = """\
+name: plant
+description: a job that plants symlinks to things that are not its own in its directory
+partition: batch
+outputs: ["*"]
+resources: {cpus: 1, memory_gb: 1, time_limit_minutes: 5}
+command:
+  - /bin/bash
+  - -c
+  - |
+    ln -s /etc/shadow shadow
+    ln -s "$1" secrets
+    ln -s /home/bob/vizdesk-jobs bobs
+    ln -s .. up
+    ln -s /etc/passwd passwd
+    mkdir -p sub && ln -s ../../ sub/escape
+    echo mine > mine.txt
+  - plant
+  - "{secrets}"
+parameters:
+  secrets: {type: string, required: true, max_length: 4096}
+"""
+
+
+@pytest.fixture(scope="module")
+def plant_daemon(testbed):
+    from tests.conftest import start_daemon, stop_daemon
+
+    tdir = testbed.dir / "tests" / "templates-plant"
+    tdir.mkdir(parents=True, exist_ok=True)
+    (tdir / "plant.yaml").write_text(PLANT_TEMPLATE)
+    d = start_daemon(testbed, "jobs-plant", {"jobs": {"templates_dir": str(tdir)}})
+    yield d
+    stop_daemon(d)
+    shutil.rmtree(tdir, ignore_errors=True)
+
+
+async def test_symlinks_planted_by_the_job_never_leak(http, plant_daemon, testbed) -> None:
+    d = plant_daemon
+    secrets_dir = str(testbed.dir / "secrets")
+    status, job = await post(http, d, "/api/v1/jobs",
+                             {"template": "plant", "parameters": {"secrets": secrets_dir}})
+    assert status == 201, job
+    try:
+        done = await wait_job(http, d, job["id"], FINAL)
+        assert done["state"] == "COMPLETED", done
+        base = f"{d.url}/api/v1/jobs/{job['id']}/files"
+        async with http.get(base, headers=d.headers("alice")) as r:
+            kinds = {e["path"]: e["type"] for e in (await r.json())["files"]}
+        assert kinds["shadow"] == kinds["secrets"] == kinds["up"] == "symlink", kinds
+        assert Path(job["workdir"], "shadow").is_symlink()  # the job really planted them
+        for path in ("shadow", "secrets", "secrets/jwt_secret", "bobs", "up", "passwd",
+                     "up/up/etc/passwd", "sub/escape", "sub/escape/etc/passwd",
+                     "%2e%2e/%2e%2e/etc/passwd", "..%2f..%2fetc%2fpasswd", "/etc/passwd"):
+            async with http.get(f"{base}/{path}", headers=d.headers("alice")) as r:
+                body = await r.read()
+                assert r.status == 404, (path, r.status, body[:200])
+                assert b"root:" not in body and b"BEGIN" not in body
+        async with http.get(f"{base}/mine.txt", headers=d.headers("alice")) as r:
+            assert r.status == 200 and await r.read() == b"mine\n"
+        async with http.get(f"{base}/mine.txt", headers=d.headers("bob")) as r:
+            assert r.status == 404
+        async with http.get(f"{d.url}/api/v1/jobs/{job['id']}/files.zip",
+                            headers=d.headers("alice")) as r:
+            z = zipfile.ZipFile(io.BytesIO(await r.read()))
+        names = set(z.namelist())
+        assert "mine.txt" in names
+        assert not names & {"shadow", "secrets", "bobs", "up", "passwd", "sub/escape"}, names
+        for name in names:
+            assert b"root:" not in z.read(name)
+    finally:
+        shutil.rmtree(job["workdir"], ignore_errors=True)
