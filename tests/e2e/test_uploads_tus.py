@@ -402,3 +402,38 @@ async def test_upload_events_reach_their_owner_only(
     assert got_admin is None
     async with http.delete(url, headers={**daemon.headers("alice"), **TUS}) as r:
         assert r.status == 204
+
+
+async def test_expired_uploads_are_swept_file_and_record(
+    testbed: Testbed, http: aiohttp.ClientSession
+) -> None:
+    tag = secrets.token_hex(3)
+    d = start_daemon(testbed, "uploads-expiring", {"uploads": {
+        "dir": f"{{home}}/vizdesk-jobs/.uploads-exp-{tag}",
+        "expire_hours": 3 / 3600, "cleanup_interval_seconds": 0.5,
+    }})  # fmt: skip
+    try:
+        root = staging_dir("alice", d.cfg)
+        url = await create(http, d, 10, filename="soon-gone.bin")
+        async with http.patch(url, data=b"12345", headers={
+            **d.headers("alice"), **TUS, "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream",
+        }) as r:  # fmt: skip
+            assert r.status == 204
+        uid = upload_id(url)
+        assert os.path.exists(os.path.join(root, uid))
+        async with http.head(url, headers={**d.headers("alice"), **TUS}) as r:
+            assert r.status == 200 and "Upload-Expires" in r.headers
+        deadline = time.monotonic() + 20
+        gone = False
+        while time.monotonic() < deadline and not gone:
+            await asyncio.sleep(0.5)
+            async with http.get(f"{d.url}/api/v1/uploads/{uid}", headers=d.headers("alice")) as r:
+                gone = r.status == 404
+        assert gone, "the expired upload is still listed"
+        assert not os.path.exists(os.path.join(root, uid))  # removed by the helper as alice
+        async with http.head(url, headers={**d.headers("alice"), **TUS}) as r:
+            assert r.status == 404
+    finally:
+        stop_daemon(d)
+        shutil.rmtree(staging_dir("alice", d.cfg), ignore_errors=True)
