@@ -470,7 +470,6 @@ export class Batch {
       const input = part("input");
       input.id = id;
       input.multiple = Boolean(slot.multiple);
-      input.dataset.slot = slot.name;
       input.setAttribute("aria-labelledby", `${id}-label ${id}-choose`);
       input.setAttribute("aria-describedby", `${id}-summary ${id}-error`);
       const m = /^\*(\.[A-Za-z0-9]+)$/.exec(slot.pattern);
