@@ -331,6 +331,7 @@ try {
   if (SHORT) {
     await page.goto(`${BASE}/`);
     await page.evaluate(() => sessionStorage.clear());
+    await page.goto("about:blank");
     await page.goto(`${BASE}/#token=${encodeURIComponent(SHORT)}&/new/${encodeURIComponent(BIG_T)}`);
     await visible("#jobform-view");
     await throttle(Number(process.env.VIZDESK_RENEW_UPLOAD_KBPS ?? 2000));

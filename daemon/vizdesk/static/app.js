@@ -1056,6 +1056,7 @@ function takeFragmentToken() {
     if (!sub || sub === page.me.user) {
       renewToken(normalized).then((ok) => {
         if (!ok) showRenewal(page.tokenExpired);
+        else applyRoute();
       });
       return normalized;
     }
