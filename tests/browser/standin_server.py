@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (dev aid: the fake templates and error bodies read better on one line)
 """DEV AID ONLY: a stand-in for the vizdesk daemon, to develop and smoke-test the portal page.
 
 It is NOT the daemon and proves nothing about it: no Slurm, no Redis, no JWT signature check,
@@ -709,8 +710,14 @@ class StandIn:
         for p in t["parameters"]:
             v = (body.get("parameters") or {}).get(p["name"])
             if v is None and p.get("required"):
-                return error(400, "missing_field", f"{p['name']} is required", f"parameters.{p['name']}")
-            if p["type"] == "int" and v is not None and not (p.get("min", v) <= v <= p.get("max", v)):
+                return error(
+                    400, "missing_field", f"{p['name']} is required", f"parameters.{p['name']}"
+                )
+            if (
+                p["type"] == "int"
+                and v is not None
+                and not (p.get("min", v) <= v <= p.get("max", v))
+            ):
                 return error(400, "out_of_range", "out of range", f"parameters.{p['name']}")
         res = t["resources"]
         for key, r in res.items():
@@ -766,7 +773,9 @@ class StandIn:
         if j["started_at"]:
             end = datetime.fromisoformat(j["ended_at"] or iso_now())
             j["runtime_seconds"] = (end - datetime.fromisoformat(j["started_at"])).total_seconds()
-        self.emit(j["user"], "job", {k: v for k, v in j.items() if k != "user"} | {"user": j["user"]})
+        self.emit(
+            j["user"], "job", {k: v for k, v in j.items() if k != "user"} | {"user": j["user"]}
+        )
 
     async def run_job(self, j: dict[str, Any], params: dict[str, Any]) -> None:
         await asyncio.sleep(self.args.queue_seconds * 2)
@@ -856,7 +865,9 @@ class StandIn:
         with zipfile.ZipFile(buf, "w") as z:
             for p in self.job_files(j):
                 rel = str(p.relative_to(wd))
-                if request.query.get("outputs") != "true" or any(fnmatchcase(rel, o) for o in j["outputs"]):
+                if request.query.get("outputs") != "true" or any(
+                    fnmatchcase(rel, o) for o in j["outputs"]
+                ):
                     z.write(p, rel)
         return web.Response(body=buf.read_bytes(), content_type="application/zip", headers={
             "Content-Disposition": f'attachment; filename="job-{j["id"]}.zip"'})  # fmt: skip
@@ -922,8 +933,12 @@ def main() -> None:
         help="fake time spent PENDING (twice: Priority, then Resources)",
     )
     ap.add_argument("--no-images", action="store_true", help="answer 404 on /api/v1/images")
-    ap.add_argument("--upload-delay", type=float, default=0.0,
-                    help="seconds of delay per MiB received (to watch uploads progress)")
+    ap.add_argument(
+        "--upload-delay",
+        type=float,
+        default=0.0,
+        help="seconds of delay per MiB received (to watch uploads progress)",
+    )
     ap.add_argument("--job-steps", type=int, default=8, help="output lines of a fake job")
     ap.add_argument(
         "--desktop-cmd",
