@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (dev aid: the fake templates and error bodies read better on one line)
 """DEV AID ONLY: a stand-in for the vizdesk daemon, to develop and smoke-test the portal page.
 
 It is NOT the daemon and proves nothing about it: no Slurm, no Redis, no JWT signature check,
@@ -15,6 +16,13 @@ page's "sign in again" path can be exercised. The image ``python`` is refused wi
 {"slurm": bool} flips the fake scheduler state (emits a ``status`` event);
 ``GET|POST /_standin/sessions/{id}/clipboard`` reads / sets the X clipboard of a session's
 display (needs ``xclip``).
+
+Batch side (just enough for the page, see ``Batch`` below): two templates (``python-config``
+with a JSON ``config`` slot, ``big-input`` with a 1 GiB ``data`` slot and one parameter of
+every type), the validate endpoint (pattern, size, JSON + a tiny schema check with a JSON
+path), tus 1.0 uploads (creation, termination; bodies appended to a temp file), dry runs,
+fake jobs (QUEUED → RUNNING with growing output → COMPLETED with results/ files), results
+listing, download and zip, and ``job`` / ``upload`` events.
 """
 
 from __future__ import annotations
@@ -30,8 +38,11 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
+import zipfile
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +68,67 @@ IMAGES = [
     {"id": "paraview", "name": "ParaView 5.11", "kind": "viz", "description": "ParaView + XFCE"},
     {"id": "python", "name": "Python 3.12", "kind": "compute", "description": "Batch image"},
 ]
+
+
+MAX_UPLOAD = 5 * 2**30
+TEMPLATES: list[dict[str, Any]] = [
+    {
+        "ref": "python-config", "name": "python-config", "source": "admin", "owner": None,
+        "editable": False, "visibility": None, "version": "1.0",
+        "display_name": "Python with a JSON config", "category": "examples",
+        "tags": ["python", "json"], "image": None, "partition": "batch", "launcher": "direct",
+        "notify": None,
+        "description": "Sums a series described by an uploaded JSON config; writes results/report.json",
+        "resources": {"cpus": {"default": 1, "max": 1}, "memory_gb": {"default": 1, "max": 1},
+                      "time_limit_minutes": {"default": 5, "max": 60}},
+        "parameters": [],
+        "files": [{"name": "config", "pattern": "*.json", "required": True, "multiple": False,
+                   "max_size": 65536, "format": "json", "description": "{\"n\": <int>}",
+                   "schema": {"type": "object", "required": ["n"]}}],
+        "outputs": ["results/*"],
+    },
+    {
+        "ref": "big-input", "name": "big-input", "source": "admin", "owner": None,
+        "editable": False, "visibility": None, "version": "1.0",
+        "display_name": "Big input (test)", "category": "tests", "tags": ["test", "upload"],
+        "image": None, "partition": "batch", "launcher": "direct", "notify": None,
+        "description": "Checksums a large data file; one parameter of every type",
+        "resources": {"cpus": {"default": 1, "max": 4}, "memory_gb": {"default": 1, "max": 4},
+                      "time_limit_minutes": {"default": 10, "max": 60}},
+        "parameters": [
+            {"name": "steps", "type": "int", "required": False, "default": 8, "min": 1, "max": 100},
+            {"name": "tolerance", "type": "float", "required": False, "default": 0.5, "min": 0, "max": 1},
+            {"name": "label", "type": "string", "required": False, "default": "run",
+             "pattern": "^[A-Za-z0-9 _.-]*$", "max_length": 40},
+            {"name": "method", "type": "enum", "required": True, "default": "sum",
+             "choices": ["sum", "squares"]},
+            {"name": "verbose", "type": "bool", "required": False, "default": False},
+        ],
+        "files": [
+            {"name": "data", "pattern": "*.bin", "required": True, "multiple": False,
+             "max_size": 2**30, "format": None, "description": "The data file"},
+            {"name": "config", "pattern": "*.json", "required": False, "multiple": False,
+             "max_size": 65536, "format": "json", "description": "Optional JSON config",
+             "schema": {"type": "object", "required": ["n"]}},
+        ],
+        "outputs": ["results/*"],
+    },
+    {
+        "ref": "python-script", "name": "python-script", "source": "admin", "owner": None,
+        "editable": False, "visibility": None, "version": "1.1",
+        "display_name": "Python script (sum 1..N)", "category": "examples",
+        "tags": ["demo", "python"], "image": None, "partition": "batch", "launcher": "direct",
+        "notify": None, "description": "Sum 1..N in Python, optionally after a pause",
+        "resources": {"cpus": {"default": 1, "max": 4}, "memory_gb": {"default": 1, "max": 4},
+                      "time_limit_minutes": {"default": 10, "max": 120}},
+        "parameters": [
+            {"name": "n", "type": "int", "required": False, "default": 10, "min": 1, "max": 10000000},
+            {"name": "sleep_seconds", "type": "float", "required": False, "default": 0, "min": 0,
+             "max": 3600},
+        ],
+        "files": [], "outputs": [],
+    },
+]  # fmt: skip
 
 
 def iso_now() -> str:
@@ -202,6 +274,10 @@ class StandIn:
         self.listeners: dict[str, set[asyncio.Queue[tuple[str, dict[str, Any]]]]] = {}
         self.slurm_ok = True
         self.tasks: set[asyncio.Task[None]] = set()
+        self.uploads: dict[str, dict[str, Any]] = {}
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.requests: dict[str, dict[str, Any]] = {}
+        self.tmp = tempfile.TemporaryDirectory(prefix="vizdesk-standin-")
 
     # --- helpers ---------------------------------------------------------------------
     def user_of(self, request: web.Request) -> str:
@@ -452,6 +528,354 @@ class StandIn:
             return web.json_response({"text": await desktop.clipboard(str(text))})
         return web.json_response({"text": await desktop.clipboard()})
 
+    # --- batch ------------------------------------------------------------------------
+    def tmpl(self, request: web.Request) -> dict[str, Any]:
+        self.user_of(request)
+        name = request.match_info["name"]
+        t = next((t for t in TEMPLATES if t["ref"] == name), None)
+        if t is None:
+            raise web.HTTPNotFound(
+                text=json.dumps({"error": {"code": "not_found", "message": "no such template"}}),
+                content_type="application/json",
+            )
+        return t
+
+    async def list_templates(self, request: web.Request) -> web.Response:
+        self.user_of(request)
+        q = request.query.get("q", "").lower()
+        out = [t for t in TEMPLATES if not q or q in json.dumps(t).lower()]
+        return web.json_response({"templates": out})
+
+    async def get_template(self, request: web.Request) -> web.Response:
+        t = self.tmpl(request)
+        return web.json_response({**t, "definition": {"name": t["name"]}})
+
+    async def readonly_template(self, request: web.Request) -> web.Response:
+        self.tmpl(request)
+        return error(403, "read_only_template", "admin templates are read-only")
+
+    def check_files(self, user: str, t: dict[str, Any], files: Any) -> dict[str, Any]:
+        slots: dict[str, Any] = {}
+        files = files if isinstance(files, dict) else {}
+        for name in files:
+            if name not in {s["name"] for s in t["files"]}:
+                slots[name] = {"ok": False, "files": [], "errors": [
+                    {"code": "unknown_slot", "message": f"no slot {name!r}"}]}  # fmt: skip
+        for slot in t["files"]:
+            ids = files.get(slot["name"]) or []
+            errs: list[dict[str, Any]] = []
+            names: list[str] = []
+            if not ids and slot["required"]:
+                errs.append({"code": "missing", "message": "a file is required"})
+            for uid in ids:
+                u = self.uploads.get(uid)
+                if u is None or u["user"] != user:
+                    errs.append({"code": "missing", "message": f"no upload {uid}"})
+                    continue
+                names.append(u["filename"])
+                if u["offset"] != u["length"]:
+                    errs.append({"code": "incomplete", "message": "upload not finished",
+                                 "file": u["filename"]})  # fmt: skip
+                elif not fnmatchcase(u["filename"], slot["pattern"]):
+                    errs.append({"code": "wrong_pattern", "file": u["filename"],
+                                 "message": f"{u['filename']} does not match {slot['pattern']}"})  # fmt: skip
+                elif u["length"] > slot["max_size"]:
+                    errs.append({"code": "too_big", "file": u["filename"],
+                                 "message": f"larger than {slot['max_size']} bytes"})  # fmt: skip
+                elif slot.get("format") == "json":
+                    try:
+                        doc = json.loads(Path(u["path"]).read_text())
+                    except ValueError as exc:
+                        errs.append({"code": "unparsable", "file": u["filename"],
+                                     "message": f"not JSON: {exc}"})  # fmt: skip
+                        continue
+                    n = doc.get("n") if isinstance(doc, dict) else None
+                    if not isinstance(doc, dict) or "n" not in doc:
+                        errs.append({"code": "schema", "file": u["filename"], "path": "$",
+                                     "message": "'n' is a required property"})  # fmt: skip
+                    elif not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                        errs.append({"code": "schema", "file": u["filename"], "path": "$.n",
+                                     "message": f"{n!r} is not a positive integer"})  # fmt: skip
+            slots[slot["name"]] = {"ok": not errs, "files": names, "errors": errs}
+        return {"valid": all(v["ok"] for v in slots.values()), "slots": slots}
+
+    async def validate(self, request: web.Request) -> web.Response:
+        t = self.tmpl(request)
+        user = self.user_of(request)
+        body = await request.json()
+        return web.json_response(self.check_files(user, t, body.get("files")))
+
+    # tus 1.0: creation + termination (enough for tus-js-client)
+    def tus_headers(self, u: dict[str, Any] | None = None) -> dict[str, str]:
+        h = {"Tus-Resumable": "1.0.0", "Cache-Control": "no-store"}
+        if u is not None:
+            h.update({"Upload-Offset": str(u["offset"]), "Upload-Length": str(u["length"])})
+        return h
+
+    def upload_view(self, u: dict[str, Any]) -> dict[str, Any]:
+        return {k: u[k] for k in ("id", "user", "filename", "slot", "template", "length",
+                                  "offset", "state", "created_at", "expires_at")}  # fmt: skip
+
+    def own_upload(self, request: web.Request) -> dict[str, Any]:
+        user = self.user_of(request)
+        u = self.uploads.get(request.match_info["uid"])
+        if u is None or u["user"] != user:
+            raise web.HTTPNotFound(headers=self.tus_headers())
+        return u
+
+    async def tus_options(self, request: web.Request) -> web.Response:
+        return web.Response(status=204, headers={**self.tus_headers(), "Tus-Version": "1.0.0",
+                            "Tus-Extension": "creation,termination", "Tus-Max-Size": str(MAX_UPLOAD)})  # fmt: skip
+
+    async def tus_create(self, request: web.Request) -> web.Response:
+        user = self.user_of(request)
+        length = int(request.headers.get("Upload-Length", "-1"))
+        if length < 0:
+            return error(400, "invalid", "Upload-Length required", "Upload-Length")
+        if length > MAX_UPLOAD:
+            return error(413, "too_large", f"max {MAX_UPLOAD} bytes", "Upload-Length")
+        meta: dict[str, str] = {}
+        for item in request.headers.get("Upload-Metadata", "").split(","):
+            if item.strip():
+                k, _, v = item.strip().partition(" ")
+                meta[k] = base64.b64decode(v).decode() if v else ""
+        if not meta.get("filename"):
+            return error(400, "missing_field", "filename", "Upload-Metadata.filename")
+        uid = secrets.token_hex(8)
+        path = Path(self.tmp.name) / f"upload-{uid}"
+        path.write_bytes(b"")
+        u = {"id": uid, "user": user, "filename": meta["filename"], "slot": meta.get("slot"),
+             "template": meta.get("template"), "length": length, "offset": 0, "state": "uploading",
+             "created_at": iso_now(), "expires_at": None, "path": str(path)}  # fmt: skip
+        self.uploads[uid] = u
+        return web.json_response(self.upload_view(u), status=201, headers={
+            **self.tus_headers(), "Location": f"/api/v1/uploads/{uid}"})  # fmt: skip
+
+    async def tus_head(self, request: web.Request) -> web.Response:
+        u = self.own_upload(request)
+        return web.Response(status=200, headers=self.tus_headers(u))
+
+    async def tus_patch(self, request: web.Request) -> web.Response:
+        u = self.own_upload(request)
+        offset = int(request.headers.get("Upload-Offset", "-1"))
+        if offset != u["offset"]:
+            return web.Response(status=409, headers=self.tus_headers(u))
+        last = time.monotonic()
+        with open(u["path"], "ab") as fh:
+            try:
+                async for chunk in request.content.iter_chunked(1 << 20):
+                    fh.write(chunk)
+                    u["offset"] += len(chunk)
+                    if self.args.upload_delay:
+                        await asyncio.sleep(self.args.upload_delay * len(chunk) / (1 << 20))
+                    if time.monotonic() - last > 0.5:
+                        last = time.monotonic()
+                        self.emit(u["user"], "upload", self.upload_view(u))
+            finally:
+                fh.flush()
+        if u["offset"] >= u["length"]:
+            u["state"] = "complete"
+        self.emit(u["user"], "upload", self.upload_view(u))
+        return web.Response(status=204, headers=self.tus_headers(u))
+
+    async def tus_delete(self, request: web.Request) -> web.Response:
+        u = self.own_upload(request)
+        self.uploads.pop(u["id"], None)
+        Path(u["path"]).unlink(missing_ok=True)
+        self.emit(u["user"], "upload", {**self.upload_view(u), "state": "terminated"})
+        return web.Response(status=204, headers=self.tus_headers())
+
+    async def list_uploads(self, request: web.Request) -> web.Response:
+        user = self.user_of(request)
+        return web.json_response({"uploads": [self.upload_view(u) for u in self.uploads.values()
+                                              if u["user"] == user]})  # fmt: skip
+
+    # jobs
+    def own_job(self, request: web.Request) -> dict[str, Any]:
+        user = self.user_of(request)
+        j = self.jobs.get(request.match_info["jid"])
+        if j is None or j["user"] != user:
+            raise web.HTTPNotFound(
+                text=json.dumps({"error": {"code": "not_found", "message": "no such job"}}),
+                content_type="application/json",
+            )
+        return j
+
+    async def create_job(self, request: web.Request) -> web.Response:
+        user = self.user_of(request)
+        body = await request.json()
+        t = next((t for t in TEMPLATES if t["ref"] == body.get("template")), None)
+        if t is None:
+            return error(400, "unknown_template", "no such template", "template")
+        for p in t["parameters"]:
+            v = (body.get("parameters") or {}).get(p["name"])
+            if v is None and p.get("required"):
+                return error(
+                    400, "missing_field", f"{p['name']} is required", f"parameters.{p['name']}"
+                )
+            if (
+                p["type"] == "int"
+                and v is not None
+                and not (p.get("min", v) <= v <= p.get("max", v))
+            ):
+                return error(400, "out_of_range", "out of range", f"parameters.{p['name']}")
+        res = t["resources"]
+        for key, r in res.items():
+            v = body.get(key)
+            if v is not None and v > r["max"]:
+                return error(403, "policy_violation", f"{key} at most {r['max']}", key)
+        check = self.check_files(user, t, body.get("files"))
+        if not check["valid"]:
+            slot, r = next((k, v) for k, v in check["slots"].items() if not v["ok"])
+            e = r["errors"][0]
+            msg = e["message"] + (f" at {e['path']}" if e.get("path") else "")
+            return error(400, e["code"], msg, f"files.{slot}")
+        resources = {k: body.get(k, r["default"]) for k, r in res.items()}
+        opts = [f"--partition={body.get('partition') or t['partition']}",
+                f"--cpus-per-task={resources.get('cpus', 1)}",
+                f"--mem={resources.get('memory_gb', 1)}G",
+                f"--time={resources.get('time_limit_minutes', 5)}"]  # fmt: skip
+        if request.query.get("dry_run") == "true":
+            return web.json_response({
+                "dry_run": True, "script": "#!/bin/bash\nexec vizdesk-job-runner\n",
+                "script_path": "/usr/lib/vizdesk/batch.sbatch", "sbatch_options": opts,
+                "environment": ["VIZDESK_JOB_ID", "VIZDESK_PARAMS_JSON"] + [
+                    f"VIZDESK_FILE_{s['name'].upper()}" for s in t["files"]],
+                "workdir": "/home/alice/vizdesk-jobs/<id>",
+                "estimate": {"start_time": iso_now(), "processors": 1, "nodes": "standin-node",
+                             "partition": "batch", "message": None},
+            })  # fmt: skip
+        jid = secrets.token_hex(8)
+        wd = Path(self.tmp.name) / f"job-{jid}"
+        wd.mkdir()
+        files: dict[str, list[str]] = {}
+        for slot, ids in (body.get("files") or {}).items():
+            for uid in ids:
+                u = self.uploads.pop(uid)
+                os.replace(u["path"], wd / u["filename"])
+                files.setdefault(slot, []).append(u["filename"])
+        j = {"id": jid, "user": user, "state": "QUEUED", "reason": "Priority", "job_id": None,
+             "node": None, "template": t["ref"], "template_version": t["version"],
+             "partition": body.get("partition") or t["partition"], **resources,
+             "exit_code": None, "signal": None, "workdir": str(wd), "files": files,
+             "outputs": t["outputs"], "created_at": iso_now(), "started_at": None,
+             "ended_at": None, "runtime_seconds": None, "job_name": body.get("job_name")}  # fmt: skip
+        self.jobs[jid] = j
+        self.requests[jid] = {"template": t["ref"], "template_version": t["version"],
+                              "parameters": body.get("parameters") or {}, "files": files,
+                              **{k: body.get(k) for k in ("cpus", "memory_gb", "time_limit_minutes",
+                                                          "partition") if body.get(k) is not None}}  # fmt: skip
+        self.spawn(self.run_job(j, (body.get("parameters") or {})))
+        return web.json_response(j, status=201)
+
+    def move_job(self, j: dict[str, Any], **fields: Any) -> None:
+        j.update(fields)
+        if j["started_at"]:
+            end = datetime.fromisoformat(j["ended_at"] or iso_now())
+            j["runtime_seconds"] = (end - datetime.fromisoformat(j["started_at"])).total_seconds()
+        self.emit(
+            j["user"], "job", {k: v for k, v in j.items() if k != "user"} | {"user": j["user"]}
+        )
+
+    async def run_job(self, j: dict[str, Any], params: dict[str, Any]) -> None:
+        await asyncio.sleep(self.args.queue_seconds * 2)
+        if j["state"] != "QUEUED":
+            return
+        self.move_job(j, state="RUNNING", reason="", job_id=str(2000 + len(self.jobs)),
+                      node="standin-node", started_at=iso_now())  # fmt: skip
+        wd = Path(j["workdir"])
+        out = wd / f"slurm-{j['job_id']}.out"
+        steps = int(params.get("steps", self.args.job_steps))
+        steps += int(2 * float(params.get("sleep_seconds", 0)))
+        for i in range(steps):
+            if j["state"] != "RUNNING":
+                return
+            with out.open("a") as fh:
+                fh.write(f"step {i + 1} of {steps}\n")
+            await asyncio.sleep(0.5)
+        (wd / "results").mkdir(exist_ok=True)
+        cfg = next(iter(wd.glob("*.json")), None)
+        n = json.loads(cfg.read_text()).get("n", 0) if cfg else 0
+        (wd / "results" / "report.json").write_text(json.dumps({"n": n, "total": n * (n + 1) // 2}))
+        with out.open("a") as fh:
+            fh.write("done\n")
+        self.move_job(j, state="COMPLETED", reason="completed (exit code 0)", exit_code=0,
+                      ended_at=iso_now())  # fmt: skip
+
+    async def list_jobs(self, request: web.Request) -> web.Response:
+        user = self.user_of(request)
+        return web.json_response({"jobs": [j for j in self.jobs.values() if j["user"] == user]})
+
+    async def get_job(self, request: web.Request) -> web.Response:
+        return web.json_response(self.own_job(request))
+
+    async def job_request(self, request: web.Request) -> web.Response:
+        j = self.own_job(request)
+        return web.json_response(self.requests[j["id"]])
+
+    async def cancel_job(self, request: web.Request) -> web.Response:
+        j = self.own_job(request)
+        if j["state"] in ("QUEUED", "RUNNING"):
+            self.move_job(j, state="CANCELLING", reason="cancel requested")
+            await asyncio.sleep(0.2)
+            self.move_job(j, state="CANCELLED", reason="cancelled by request", ended_at=iso_now())
+        return web.json_response(j, status=202)
+
+    async def job_output(self, request: web.Request) -> web.Response:
+        j = self.own_job(request)
+        out = next(iter(Path(j["workdir"]).glob("slurm-*.out")), None)
+        if out is None:
+            return error(404, "no_output", "no output yet")
+        data = out.read_bytes()
+        tail = int(request.query.get("tail_bytes", "65536"))
+        return web.Response(body=data[-tail:], content_type="text/plain", headers={
+            "X-Output-Size": str(len(data)), "X-Output-Truncated": str(len(data) > tail).lower()})  # fmt: skip
+
+    def job_files(self, j: dict[str, Any]) -> list[Path]:
+        wd = Path(j["workdir"])
+        return sorted(p for p in wd.rglob("*") if p.is_file())
+
+    async def list_job_files(self, request: web.Request) -> web.Response:
+        j = self.own_job(request)
+        wd = Path(j["workdir"])
+        files = []
+        for p in self.job_files(j):
+            rel = str(p.relative_to(wd))
+            st = p.stat()
+            files.append({"path": rel, "name": p.name, "type": "file", "size": st.st_size,
+                          "mtime": datetime.fromtimestamp(st.st_mtime, UTC).isoformat(),
+                          "outputs": [o for o in j["outputs"] if fnmatchcase(rel, o)]})  # fmt: skip
+        return web.json_response({"job": j["id"], "outputs": j["outputs"], "files": files,
+                                  "truncated": False})  # fmt: skip
+
+    async def job_file(self, request: web.Request) -> web.StreamResponse:
+        j = self.own_job(request)
+        rel = request.match_info["path"]
+        wd = Path(j["workdir"])
+        p = (wd / rel).resolve()
+        if ".." in rel.split("/") or not p.is_file() or wd.resolve() not in p.parents:
+            return error(404, "not_found", "no such file")
+        return web.Response(body=p.read_bytes(), content_type="application/octet-stream", headers={
+            "Content-Disposition": f'attachment; filename="{p.name}"'})  # fmt: skip
+
+    async def job_zip(self, request: web.Request) -> web.Response:
+        j = self.own_job(request)
+        wd = Path(j["workdir"])
+        buf = Path(self.tmp.name) / f"zip-{j['id']}.zip"
+        with zipfile.ZipFile(buf, "w") as z:
+            for p in self.job_files(j):
+                rel = str(p.relative_to(wd))
+                if request.query.get("outputs") != "true" or any(
+                    fnmatchcase(rel, o) for o in j["outputs"]
+                ):
+                    z.write(p, rel)
+        return web.Response(body=buf.read_bytes(), content_type="application/zip", headers={
+            "Content-Disposition": f'attachment; filename="job-{j["id"]}.zip"'})  # fmt: skip
+
+    async def dev_token(self, request: web.Request) -> web.Response:
+        ttl = int(request.query.get("ttl", "3600"))
+        return web.json_response({"token": make_token(request.query.get("user", "alice"), ttl)})
+
     async def shutdown(self, app: web.Application) -> None:
         for desktop in list(self.desktops.values()):
             await desktop.stop()
@@ -473,6 +897,27 @@ class StandIn:
         r.add_get("/api/v1/events", self.events)
         r.add_post("/_standin/health", self.dev_health)
         r.add_route("*", "/_standin/sessions/{sid}/clipboard", self.dev_clipboard)
+        r.add_get("/_standin/token", self.dev_token)
+        r.add_get("/api/v1/job-templates", self.list_templates)
+        r.add_get("/api/v1/job-templates/{name}", self.get_template)
+        r.add_put("/api/v1/job-templates/{name}", self.readonly_template)
+        r.add_delete("/api/v1/job-templates/{name}", self.readonly_template)
+        r.add_post("/api/v1/job-templates/{name}/validate", self.validate)
+        r.add_route("OPTIONS", "/api/v1/uploads", self.tus_options)
+        r.add_post("/api/v1/uploads", self.tus_create)
+        r.add_get("/api/v1/uploads", self.list_uploads)
+        r.add_head("/api/v1/uploads/{uid}", self.tus_head)
+        r.add_patch("/api/v1/uploads/{uid}", self.tus_patch)
+        r.add_delete("/api/v1/uploads/{uid}", self.tus_delete)
+        r.add_get("/api/v1/jobs", self.list_jobs)
+        r.add_post("/api/v1/jobs", self.create_job)
+        r.add_get("/api/v1/jobs/{jid}", self.get_job)
+        r.add_delete("/api/v1/jobs/{jid}", self.cancel_job)
+        r.add_get("/api/v1/jobs/{jid}/request", self.job_request)
+        r.add_get("/api/v1/jobs/{jid}/output", self.job_output)
+        r.add_get("/api/v1/jobs/{jid}/files", self.list_job_files)
+        r.add_get("/api/v1/jobs/{jid}/files.zip", self.job_zip)
+        r.add_get("/api/v1/jobs/{jid}/files/{path:.+}", self.job_file)
         app.on_shutdown.append(self.shutdown)
         return app
 
@@ -488,6 +933,13 @@ def main() -> None:
         help="fake time spent PENDING (twice: Priority, then Resources)",
     )
     ap.add_argument("--no-images", action="store_true", help="answer 404 on /api/v1/images")
+    ap.add_argument(
+        "--upload-delay",
+        type=float,
+        default=0.0,
+        help="seconds of delay per MiB received (to watch uploads progress)",
+    )
+    ap.add_argument("--job-steps", type=int, default=8, help="output lines of a fake job")
     ap.add_argument(
         "--desktop-cmd",
         nargs="+",

@@ -180,3 +180,71 @@ def test_portal_against_standin(standin_url: str) -> None:
     if shutil.which("xclip"):
         assert "clipboard panel text became the desktop's clipboard" in steps
     assert summary["csp_header"] and "default-src 'self'" in summary["csp_header"]
+
+
+# --- the batch side (issue 12) --------------------------------------------------------
+
+BATCH_SCRIPT = HERE / "batch_e2e.mjs"
+
+
+def run_batch_e2e(url: str, env_extra: dict[str, str], output_dir: Path) -> dict[str, Any]:
+    """Runs batch_e2e.mjs against ``url``; returns its summary (asserts it passed)."""
+    env = {**os.environ, "VIZDESK_URL": url, "VIZDESK_OUTPUT": str(output_dir),
+           "VIZDESK_CHROMIUM": CHROMIUM, **env_extra}  # fmt: skip
+    output_dir.mkdir(parents=True, exist_ok=True)
+    summary_path = output_dir / "summary.json"
+    summary_path.unlink(missing_ok=True)
+    proc = subprocess.run(["node", str(BATCH_SCRIPT)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=1200, check=False)  # fmt: skip
+    sys.stdout.write(proc.stdout[-20000:])
+    sys.stderr.write(proc.stderr[-5000:])
+    assert summary_path.exists(), f"no summary (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    summary: dict[str, Any] = json.loads(summary_path.read_text())
+    assert proc.returncode == 0 and summary.get("ok"), summary.get("error", proc.stderr[-2000:])
+    return summary
+
+
+def check_batch_summary(summary: dict[str, Any], *, renewal: bool) -> None:
+    for p in summary["screenshots"]:
+        assert Path(p).exists() and Path(p).stat().st_size > 1000, p
+    assert set(summary["axe"]) >= {"signin", "desktops", "library", "jobform", "job", "jobs"}
+    for page, violations in summary["axe"].items():
+        assert not [v for v in violations if v["impact"] in ("serious", "critical")], page
+    assert summary["upload"]["resumed_from"] > 0
+    assert summary["job"]["states"][-1] == "COMPLETED"
+    assert summary["timings_ms"]["load_to_interactive"] > 0
+    if renewal:
+        assert summary["renewal"]["websockets"] == 0
+
+
+@pytest.mark.e2e
+def test_batch_portal_on_testbed(daemon: Any) -> None:
+    """The batch side in Chromium on the test bed daemon. Needs the templates named below:
+    python-config (shipped), python-script (shipped) and a large-file template, by default
+    ``big-input`` with a ``data`` slot (``*.bin``, max_size >= 256 MiB, no image) — override
+    with VIZDESK_BIG_TEMPLATE / VIZDESK_BIG_SLOT / VIZDESK_BIG_FILE_NAME."""
+    reason = missing_prerequisite()
+    if reason:
+        pytest.fail(reason)
+    env = {
+        "VIZDESK_TOKEN": daemon.token("alice"),
+        "VIZDESK_SHORT_TOKEN": daemon.token("alice", ttl=90),
+        "VIZDESK_RENEW_TOKEN": daemon.token("alice"),
+    }
+    for key in ("VIZDESK_BIG_TEMPLATE", "VIZDESK_BIG_SLOT", "VIZDESK_BIG_FILE_NAME"):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    summary = run_batch_e2e(daemon.url, env, OUTPUT / "batch")
+    check_batch_summary(summary, renewal=True)
+
+
+def test_batch_portal_against_standin(standin_url: str) -> None:
+    """DEV AID: the same script against the stand-in (fake jobs, minimal tus)."""
+    with urllib.request.urlopen(f"{standin_url}/_standin/token?ttl=45", timeout=5) as resp:
+        short = json.loads(resp.read())["token"]
+    token = subprocess.run([sys.executable, str(STANDIN), "--print-token"], capture_output=True,
+                           text=True, check=True).stdout.strip()  # fmt: skip
+    env = {"VIZDESK_TOKEN": token, "VIZDESK_SHORT_TOKEN": short, "VIZDESK_RENEW_TOKEN": token,
+           "VIZDESK_STANDIN": "1", "VIZDESK_UPLOAD_KBPS": "60000"}  # fmt: skip
+    summary = run_batch_e2e(standin_url, env, OUTPUT / "batch-standin")
+    check_batch_summary(summary, renewal=True)

@@ -20,7 +20,7 @@ function walk(dir) {
   });
 }
 
-const ownFiles = walk(staticDir).filter((p) => !p.includes(`${join("vendor", "novnc")}`));
+const ownFiles = walk(staticDir).filter((p) => !p.includes(`${join("static", "vendor")}`));
 
 describe("index.html is CSP-friendly", () => {
   it("has no inline script", () => {
@@ -96,6 +96,41 @@ describe("vendored noVNC", () => {
       return;
     }
     const r = spawnSync(process.execPath, [join(root, "tests", "browser", "vendor_novnc.mjs"), "--check"], {
+      encoding: "utf8",
+    });
+    assert.equal(r.status, 0, r.stderr + r.stdout);
+  });
+});
+
+describe("vendored tus-js-client", () => {
+  const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
+  const pin = pkg.devDependencies["tus-js-client"];
+  const dir = join(staticDir, "vendor", "tus-js-client");
+
+  it("is pinned to an exact version, VERSION matches it, licenses are there", () => {
+    assert.match(pin, /^\d+\.\d+\.\d+$/);
+    assert.match(pkg.devDependencies["axe-core"], /^\d+\.\d+\.\d+$/);
+    assert.equal(readFileSync(join(dir, "VERSION"), "utf8").trim(), pin);
+    assert.ok(existsSync(join(dir, "LICENSE")));
+    assert.ok(existsSync(join(dir, "tus.min.js")));
+  });
+
+  it("is loaded by index.html before the page's modules", () => {
+    const tusAt = html.indexOf('src="/static/vendor/tus-js-client/tus.min.js"');
+    assert.ok(tusAt > 0 && tusAt < html.indexOf('src="/static/app.js"'));
+  });
+
+  it("uses no eval and makes no request of its own", () => {
+    const text = readFileSync(join(dir, "tus.min.js"), "utf8");
+    assert.doesNotMatch(text, /\beval\(|new Function\(/);
+  });
+
+  it("equals the installed npm package byte for byte (when node_modules is present)", (t) => {
+    if (!existsSync(join(root, "node_modules", "tus-js-client", "package.json"))) {
+      t.skip("node_modules/tus-js-client not installed (npm ci)");
+      return;
+    }
+    const r = spawnSync(process.execPath, [join(root, "tests", "browser", "vendor_tus.mjs"), "--check"], {
       encoding: "utf8",
     });
     assert.equal(r.status, 0, r.stderr + r.stdout);

@@ -100,6 +100,130 @@ export class Api {
     return this.request("POST", `/api/v1/sessions/${encodeURIComponent(id)}/connect`, {});
   }
 
+  // --- batch: template library, validation, jobs, results, uploads -------------------
+
+  static templatePath(ref) {
+    const r = String(ref);
+    if (r.startsWith("~")) {
+      const [owner, ...rest] = r.slice(1).split("/");
+      return `/api/v1/job-templates/~${encodeURIComponent(owner)}/${encodeURIComponent(rest.join("/"))}`;
+    }
+    return `/api/v1/job-templates/${encodeURIComponent(r)}`;
+  }
+
+  async listTemplates({ category = "", tag = "", q = "" } = {}) {
+    const qs = new URLSearchParams();
+    if (category) qs.set("category", category);
+    if (tag) qs.set("tag", tag);
+    if (q) qs.set("q", q);
+    const data = await this.request("GET", `/api/v1/job-templates${qs.size ? `?${qs}` : ""}`);
+    return Array.isArray(data.templates) ? data.templates : [];
+  }
+
+  getTemplate(ref, version = null) {
+    return this.request("GET", `${Api.templatePath(ref)}${version ? `?version=${encodeURIComponent(version)}` : ""}`);
+  }
+
+  createTemplate(body) {
+    return this.request("POST", "/api/v1/job-templates", body);
+  }
+
+  updateTemplate(ref, body) {
+    return this.request("PUT", Api.templatePath(ref), body);
+  }
+
+  deleteTemplate(ref) {
+    return this.request("DELETE", Api.templatePath(ref));
+  }
+
+  cloneTemplate(ref, body) {
+    return this.request("POST", `${Api.templatePath(ref)}/clone`, body);
+  }
+
+  validateTemplate(ref, body) {
+    return this.request("POST", `${Api.templatePath(ref)}/validate`, body);
+  }
+
+  submitJob(body, { dryRun = false } = {}) {
+    return this.request("POST", `/api/v1/jobs${dryRun ? "?dry_run=true" : ""}`, body);
+  }
+
+  async listJobs() {
+    const data = await this.request("GET", "/api/v1/jobs");
+    return Array.isArray(data.jobs) ? data.jobs : [];
+  }
+
+  getJob(id) {
+    return this.request("GET", `/api/v1/jobs/${encodeURIComponent(id)}`);
+  }
+
+  cancelJob(id) {
+    return this.request("DELETE", `/api/v1/jobs/${encodeURIComponent(id)}`);
+  }
+
+  /** What the job was submitted with (owner only), or null when the daemon has no such endpoint. */
+  async jobRequest(id) {
+    try {
+      return await this.request("GET", `/api/v1/jobs/${encodeURIComponent(id)}/request`);
+    } catch (exc) {
+      if (exc instanceof ApiError && (exc.status === 404 || exc.status === 405 || exc.status === 501)) return null;
+      throw exc;
+    }
+  }
+
+  jobFiles(id) {
+    return this.request("GET", `/api/v1/jobs/${encodeURIComponent(id)}/files`);
+  }
+
+  /** The tail of the job's output: {text, size, truncated}. */
+  async jobOutput(id, tailBytes = 65536, { signal } = {}) {
+    let resp;
+    try {
+      resp = await fetch(`/api/v1/jobs/${encodeURIComponent(id)}/output?tail_bytes=${tailBytes}`, {
+        headers: this.headers({ Accept: "text/plain" }),
+        cache: "no-store",
+        credentials: "omit",
+        signal,
+      });
+    } catch (exc) {
+      if (exc?.name === "AbortError") throw exc;
+      throw new ApiError(describeError(0, null));
+    }
+    if (!resp.ok) return this.handle(resp);
+    const text = await resp.text();
+    const size = Number(resp.headers.get("X-Output-Size"));
+    return {
+      text,
+      size: Number.isFinite(size) ? size : text.length,
+      truncated: (resp.headers.get("X-Output-Truncated") ?? "").toLowerCase() === "true",
+    };
+  }
+
+  /**
+   * Downloads an API path with the bearer header (never a token in a URL) and returns
+   * {blob, filename}; the page saves it through an object URL.
+   */
+  async download(path) {
+    let resp;
+    try {
+      resp = await fetch(path, { headers: this.headers({ Accept: "*/*" }), cache: "no-store", credentials: "omit" });
+    } catch {
+      throw new ApiError(describeError(0, null));
+    }
+    if (!resp.ok) return this.handle(resp);
+    return { blob: await resp.blob(), disposition: resp.headers.get("Content-Disposition") };
+  }
+
+  async listUploads() {
+    try {
+      const data = await this.request("GET", "/api/v1/uploads");
+      return Array.isArray(data.uploads) ? data.uploads : [];
+    } catch (exc) {
+      if (exc instanceof ApiError && (exc.status === 404 || exc.status === 405)) return [];
+      throw exc;
+    }
+  }
+
   /** Revokes the caller's own token (best effort: a token without jti cannot be revoked). */
   logout() {
     return this.request("POST", "/api/v1/auth/logout", {});

@@ -4,6 +4,7 @@
 // Pure logic lives in state.js (unit-tested), network calls in api.js.
 
 import { Api, ApiError } from "./api.js";
+import { Batch } from "./batch.js";
 import { DesktopConnection } from "./desktop.js";
 import {
   TOKEN_STORAGE_KEY,
@@ -53,27 +54,59 @@ const page = {
   tickTimer: null,
   stopConfirm: new Map(), // session id → timeout of the "Confirm stop" state
   launching: false,
+  renewing: false, // a pasted / handed-over token is being checked
+  tokenExpired: false, // past exp: the page waits for a new token (desktop and uploads go on)
 };
 
-const api = new Api(() => page.token, (info) => signOut(info.message));
+const api = new Api(() => page.token, onAuthLost);
 let desktop = null;
+const batch = new Batch({
+  api,
+  getToken: () => page.token,
+  getMe: () => page.me,
+  showView: (name) => showView(name),
+  announce: (text) => announce(text),
+  showError: (text) => showError(text),
+});
+
+const VIEWS = {
+  signin: "signin-view",
+  portal: "portal-view",
+  desktop: "desktop-view",
+  library: "library-view",
+  jobform: "jobform-view",
+  jobs: "jobs-view",
+  job: "job-view",
+};
+const NAV_OF = { portal: "desktops", desktop: "desktops", library: "templates", jobform: "templates", jobs: "jobs", job: "jobs" };
 
 // ------------------------------------------------------------------------------
 // Views and banners
 
 function showView(name) {
   page.view = name;
-  const titles = { signin: "Sign in", portal: "Your desktops", desktop: "Desktop" };
+  const titles = {
+    signin: "Sign in",
+    portal: "Your desktops",
+    desktop: "Desktop",
+    library: "Job templates",
+    jobform: "New job",
+    jobs: "Batch jobs",
+    job: "Batch job",
+  };
   document.title = `${titles[name] ?? ""} — vizdesk`;
   $("loading").hidden = true;
-  $("signin-view").hidden = name !== "signin";
-  $("portal-view").hidden = name !== "portal";
-  $("desktop-view").hidden = name !== "desktop";
+  for (const [view, id] of Object.entries(VIEWS)) $(id).hidden = name !== view;
   document.body.classList.toggle("desktop-mode", name === "desktop");
-  const signedIn = name === "portal" || name === "desktop";
+  const signedIn = name !== "signin" && name !== "loading";
   $("sign-out").hidden = !signedIn;
   $("user-info").hidden = !signedIn;
   $("health-indicator").hidden = !signedIn;
+  $("main-nav").hidden = !signedIn;
+  for (const a of $("main-nav").querySelectorAll("a")) {
+    if (a.dataset.nav === NAV_OF[name]) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
 }
 
 function showError(message) {
@@ -139,7 +172,85 @@ function signOut(reason = null) {
   $("session-list").replaceChildren();
   clearError();
   $("token-banner").hidden = true;
+  page.tokenExpired = false;
+  batch.reset();
   showSignIn(reason);
+}
+
+/**
+ * A 401: a token that merely expired while something is open (a desktop, an upload, a
+ * job page) asks for a new one in place; any other refusal signs out as before.
+ */
+function onAuthLost(info) {
+  if (page.renewing) return; // the renewal form reports it
+  const left = tokenSecondsLeft(page.token, Date.now());
+  const expired = (left !== null && left <= 5) || /expir/i.test(info.code ?? "") || /expired/i.test(info.message ?? "");
+  if (expired && page.view !== "signin" && page.view !== "loading" && page.me) {
+    showRenewal(true);
+    return;
+  }
+  signOut(info.message);
+}
+
+function showRenewal(expired) {
+  const tb = $("token-banner");
+  const left = tokenSecondsLeft(page.token, Date.now());
+  page.tokenExpired = expired || (left !== null && left <= 0);
+  $("token-banner-text").textContent = page.tokenExpired
+    ? "Your sign-in token has expired. Open desktops and uploads in progress keep going: paste a new token (or open the link from your portal) to continue."
+    : `Your sign-in expires in ${formatDuration(left ?? 0)}. Paste a new token to continue without interruption; your desktops and uploads keep going.`;
+  tb.className = `banner ${page.tokenExpired ? "banner-error" : "banner-warning"}`;
+  if (tb.hidden) {
+    tb.hidden = false;
+    announce($("token-banner-text").textContent);
+  }
+}
+
+/** Takes a new token in place: same user, not expired, accepted by the server. */
+async function renewToken(raw) {
+  const err = $("renew-error");
+  const token = normalizeToken(raw);
+  const fail = (msg) => {
+    err.textContent = msg;
+    err.hidden = false;
+    $("renew-input").setAttribute("aria-invalid", "true");
+    return false;
+  };
+  if (!token) return fail("That does not look like an access token (three dot-separated parts).");
+  const claims = jwtClaims(token) ?? {};
+  const left = tokenSecondsLeft(token, Date.now());
+  if (left !== null && left <= 0) return fail("That token has expired already.");
+  if (page.me?.user && claims.sub && claims.sub !== page.me.user) {
+    return fail(`That token is for ${claims.sub}, not ${page.me.user}. Sign out first to switch users.`);
+  }
+  const old = page.token;
+  page.renewing = true;
+  page.token = token;
+  try {
+    const me = await api.me();
+    if (page.me?.user && me.user && me.user !== page.me.user) {
+      page.token = old;
+      return fail(`That token is for ${me.user}, not ${page.me.user}.`);
+    }
+    page.me = { ...page.me, ...me };
+  } catch (exc) {
+    page.token = old;
+    return fail(exc instanceof ApiError ? exc.message : String(exc));
+  } finally {
+    page.renewing = false;
+  }
+  storeToken(token);
+  page.tokenExpired = false;
+  err.hidden = true;
+  $("renew-input").value = "";
+  $("renew-input").removeAttribute("aria-invalid");
+  $("token-banner").hidden = true;
+  // the desktop's websocket needs no token; uploads parked on a 401 go on from their offset
+  batch.uploads.tokenRenewed();
+  if (page.eventsMode !== "live") startBackground();
+  performance.mark("vizdesk:token-renewed");
+  announce("Signed in with the new token");
+  return true;
 }
 
 async function signIn(token) {
@@ -217,6 +328,26 @@ async function loadPortal() {
   showView("portal");
   renderSessions();
   startBackground();
+  await applyRoute();
+  performance.mark("vizdesk:interactive");
+}
+
+/** The route in the URL fragment: "#/jobs/abc" → ["jobs", "abc"] ([] for the desktops). */
+function routeParts() {
+  const { rest } = tokenFromFragment(window.location.hash);
+  const h = rest.replace(/^#\/?/, "");
+  return h ? h.split("/").filter(Boolean) : [];
+}
+
+async function applyRoute() {
+  if (!page.me || page.view === "signin") return;
+  const parts = routeParts();
+  if (page.view === "desktop" && (!parts.length || parts[0] === "desktops")) return;
+  if (page.view === "desktop") leaveDesktop(false);
+  if (parts.length && (await batch.route(parts))) return;
+  batch.closeJob();
+  showView("portal");
+  renderSessions();
 }
 
 function renderUser() {
@@ -621,9 +752,12 @@ async function connectEvents() {
           },
           () => {},
         );
+        batch.resync();
       },
       onAction: (action) => {
         if (action.type === "session") onSessionUpdate(action.session);
+        else if (action.type === "job") batch.onJobEvent(action.job);
+        else if (action.type === "upload") batch.onUploadEvent(action.upload);
         else if (action.type === "status") {
           page.health.slurm = action.slurm === "ok";
           renderHealth();
@@ -690,17 +824,13 @@ function tick() {
     if (s && isActive(s.state)) updateCard(li, s, now);
   }
   if (page.view === "desktop") renderDesktopInfo();
+  batch.tick();
   const left = tokenSecondsLeft(page.token, now);
-  const tb = $("token-banner");
-  if (left !== null && left <= 0) {
-    signOut("Your sign-in token has expired. Sign in again.");
-  } else if (left !== null && left < 300) {
-    tb.textContent = `Your sign-in expires in ${formatDuration(left)}. Your desktops keep running; sign in again from your portal to continue.`;
-    tb.hidden = false;
-  } else {
-    tb.hidden = true;
-  }
+  if (left !== null && left < RENEW_WARNING_SECONDS) showRenewal(left <= 0);
+  else if (!page.tokenExpired) $("token-banner").hidden = true;
 }
+
+const RENEW_WARNING_SECONDS = 300; // the renewal banner shows this long before `exp`
 
 // ------------------------------------------------------------------------------
 // Desktop view
@@ -749,13 +879,15 @@ function openDesktop(id) {
   desktop.open(id);
 }
 
-function leaveDesktop() {
+function leaveDesktop(toPortal = true) {
   desktop.close(false);
   hideOverlay();
   if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
   const id = page.desktopId;
   page.desktopId = null;
   setDesktopStatus("", "closed");
+  if (toPortal !== true) return;
+  if (routeParts().length) history.replaceState(null, "", `${window.location.pathname}${window.location.search}#/desktops`);
   showView("portal");
   renderSessions();
   const card = id && document.querySelector(`[data-session-id="${CSS.escape(id)}"] [data-part="open"]`);
@@ -879,8 +1011,12 @@ function wire() {
   $("error-dismiss").addEventListener("click", clearError);
   $("launch-form").addEventListener("submit", onLaunchSubmit);
   $("launch-image").addEventListener("change", describeImage);
-  $("desktop-back").addEventListener("click", leaveDesktop);
-  $("overlay-back").addEventListener("click", leaveDesktop);
+  $("desktop-back").addEventListener("click", () => leaveDesktop());
+  $("overlay-back").addEventListener("click", () => leaveDesktop());
+  $("renew-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    renewToken($("renew-input").value);
+  });
   $("overlay-reconnect").addEventListener("click", () => {
     hideOverlay();
     desktop.reconnect();
@@ -899,6 +1035,7 @@ function wire() {
   window.addEventListener("hashchange", () => {
     const { token } = tokenFromFragment(window.location.hash);
     if (token) takeFragmentToken();
+    else applyRoute();
   });
   desktop = new DesktopConnection({ screen: $("desktop-screen"), api, onEvent: onDesktopEvent });
 }
@@ -913,7 +1050,18 @@ function takeFragmentToken() {
     showSignIn("The link did not contain a valid access token. Paste one below.");
     return null;
   }
-  if (page.token && page.token !== normalized) signOut();
+  if (page.token && page.me && page.token !== normalized) {
+    // a renewed token handed over while signed in: taken in place when it is the same user
+    const sub = jwtClaims(normalized)?.sub;
+    if (!sub || sub === page.me.user) {
+      renewToken(normalized).then((ok) => {
+        if (!ok) showRenewal(page.tokenExpired);
+        else applyRoute();
+      });
+      return normalized;
+    }
+    signOut();
+  }
   signIn(normalized);
   return normalized;
 }
@@ -940,4 +1088,16 @@ window.vizdesk = Object.freeze({
     return Boolean(desktop?.connected);
   },
   progressText: (id) => progressText(page.sessions.get(id), Date.now()),
+  get uploads() {
+    return [...batch.uploads.entries.values()].map((e) => ({ ...e, samples: undefined }));
+  },
+  get jobs() {
+    return [...batch.jobs.values()];
+  },
+  get tokenExpired() {
+    return page.tokenExpired;
+  },
+  get desktopAttempt() {
+    return desktop?.attempt ?? 0;
+  },
 });

@@ -140,7 +140,8 @@ export function createSseParser() {
 
 /**
  * Maps one parsed SSE event of /api/v1/events to an action for the page:
- * `{type: "session", session}`, `{type: "status", slurm}` or null (ignored / malformed).
+ * `{type: "session", session}`, `{type: "job", job}`, `{type: "upload", upload}`,
+ * `{type: "status", slurm}` or null (ignored / malformed).
  */
 export function sseEventToAction(ev) {
   let payload;
@@ -153,6 +154,14 @@ export function sseEventToAction(ev) {
   if (ev.event === "session") {
     if (typeof payload.id !== "string" || typeof payload.state !== "string") return null;
     return { type: "session", session: payload };
+  }
+  if (ev.event === "job") {
+    if (typeof payload.id !== "string" || typeof payload.state !== "string") return null;
+    return { type: "job", job: payload };
+  }
+  if (ev.event === "upload") {
+    if (typeof payload.id !== "string") return null;
+    return { type: "upload", upload: payload };
   }
   if (ev.event === "status") {
     const slurm = payload.slurm === "ok" || payload.slurm === true ? "ok" : "unreachable";
