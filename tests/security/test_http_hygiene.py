@@ -54,6 +54,16 @@ async def test_cors_allow_list(http, cors_daemon) -> None:
         f"{d.url}/api/v1/sessions", headers={**pre, "Origin": "https://evil.example"}
     ) as r:
         assert "Access-Control-Allow-Origin" not in r.headers
+    # tus from the allowed origin: PATCH/HEAD and the Upload-* headers, Location readable
+    tus = {**pre, "Access-Control-Request-Method": "PATCH",
+           "Access-Control-Request-Headers": "upload-offset, tus-resumable, content-type"}
+    async with http.options(f"{d.url}/api/v1/uploads/abcdefgh12345678", headers=tus) as r:
+        assert r.status == 204
+        assert "PATCH" in r.headers["Access-Control-Allow-Methods"]
+        allowed = r.headers["Access-Control-Allow-Headers"].lower()
+        assert "upload-offset" in allowed and "tus-resumable" in allowed
+        assert "Upload-Offset" in r.headers["Access-Control-Expose-Headers"]
+        assert "Location" in r.headers["Access-Control-Expose-Headers"]
 
 
 async def test_oversized_headers_are_refused(http, daemon) -> None:

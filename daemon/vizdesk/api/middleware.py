@@ -148,6 +148,20 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(500, "internal_error", "internal error; see the daemon log")
 
 
+# tus (uploads) needs its own methods and headers across origins, and the client must be
+# able to read Location / Upload-Offset; the job output's size headers for the portal.
+CORS_ALLOW_HEADERS = (
+    "Authorization, Content-Type, Range, Tus-Resumable, Upload-Length, Upload-Offset, "
+    "Upload-Metadata, Upload-Checksum, X-Request-Id"
+)
+CORS_ALLOW_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+CORS_EXPOSE_HEADERS = (
+    "Location, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Upload-Offset, "
+    "Upload-Length, Upload-Expires, Content-Range, X-Output-Size, X-Output-Truncated, "
+    "X-Request-Id"
+)
+
+
 @web.middleware
 async def connection_cap(request: web.Request, handler: Handler) -> web.StreamResponse:
     """At most ``limits.max_connections_per_client`` requests in progress per client
@@ -204,7 +218,8 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not response.prepared:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Vary"] = "Origin"
-        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
-        response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
+        response.headers["Access-Control-Allow-Methods"] = CORS_ALLOW_METHODS
+        response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
         response.headers["Access-Control-Max-Age"] = "600"
     return response
