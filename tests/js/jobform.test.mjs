@@ -237,7 +237,6 @@ describe("buildJobRequest", () => {
     assert.deepEqual(errors, {});
     assert.deepEqual(body, {
       template: "solver",
-      template_version: "1.0",
       parameters: { label: "wing 1" },
       files: { mesh: ["u1"], case: ["u2"] },
       cpus: 2,
@@ -246,6 +245,11 @@ describe("buildJobRequest", () => {
       account: "proj1",
       job_name: "wing-1",
     });
+  });
+  it("only a user template's numbered version is pinned", () => {
+    const user = { ...m, ref: "~alice/solver", version: "3" };
+    assert.equal(buildJobRequest(user, { params: { label: "x" } }, { mesh: ["u1"], case: ["u2"] }).body.template_version, 3);
+    assert.equal(buildJobRequest(m, { params: { label: "x" } }, { mesh: ["u1"], case: ["u2"] }).body.template_version, undefined);
   });
   it("errors are keyed like the API's field", () => {
     const { errors } = buildJobRequest(

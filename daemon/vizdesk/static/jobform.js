@@ -353,7 +353,11 @@ export function checkFile(slot, file) {
 export function buildJobRequest(model, values, uploads = {}, busy = new Set()) {
   const errors = {};
   const body = { template: model.ref, parameters: {}, files: {} };
-  if (model.version && model.version !== "") body.template_version = String(model.version);
+  // Only user templates (~owner/name) keep numbered versions a job can pin; an admin
+  // template's version is a label of the one file there is.
+  if (String(model.ref ?? "").startsWith("~") && /^[0-9]+$/.test(String(model.version ?? ""))) {
+    body.template_version = Number(model.version);
+  }
   for (const f of model.params) {
     const { value, error } = checkParam(f, values.params?.[f.name]);
     if (error) errors[f.key] = error;
