@@ -222,7 +222,7 @@ class SharingConfig:
 
     enabled: bool = True
     allow_control: bool = True  # False: only view-only links
-    max_expiry_minutes: float = 8 * 60
+    max_expiry_minutes: float = 480.0
     groups: list[str] = field(default_factory=lambda: ["*"])  # who may create links ("*" = all)
     control_groups: list[str] = field(default_factory=lambda: ["*"])  # ... control links
     max_links_per_session: int = 20
