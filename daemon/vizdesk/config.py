@@ -112,6 +112,10 @@ class SlurmConfig:
     default_partition: str = ""
     partitions: list[str] = field(default_factory=list)  # offered partitions ([] = any)
     extra_sbatch_args: list[str] = field(default_factory=list)
+    scontrol: str = "scontrol"
+    # extending a running desktop's time limit (scontrol update TimeLimit) needs the daemon
+    # to be a Slurm operator (root, SlurmUser or AdminLevel=Operator): off by default
+    allow_extend: bool = False
 
 
 @dataclass
@@ -134,6 +138,11 @@ class SessionsConfig:
     registration_ttl_seconds: int = 30
     ended_retention_seconds: int = 7 * 24 * 3600
     images: dict[str, str] = field(default_factory=dict)  # name -> .sif path (catalog seed)
+    # minutes before the time limit at which the owner is warned (SSE walltime_warning)
+    walltime_warn_minutes: list[float] = field(default_factory=lambda: [10.0, 2.0])
+    thumbnail_interval_seconds: float = 10.0  # at most one framebuffer grab per desktop this often
+    thumbnail_max_width: int = 320  # pixels
+    thumbnail_timeout_seconds: float = 5.0
 
 
 @dataclass
@@ -179,6 +188,9 @@ class GroupPolicy:
     accounts: list[str] = field(default_factory=list)  # Slurm accounts members may name ([] = none)
     qos: list[str] = field(default_factory=list)  # QOS names members may ask for ([] = none)
     gpu_types: list[str] = field(default_factory=lambda: ["*"])  # GPU types (gres gpu:<type>)
+    # Desktops only: minutes one desktop's time limit may grow in total (0 = no extending;
+    # needs slurm.allow_extend as well)
+    max_extension_minutes: int = 0
 
 
 @dataclass
@@ -202,6 +214,35 @@ class LimitsConfig:
     ws_slow_client_timeout_seconds: int = 30  # a browser that takes longer to accept data is cut
     max_event_streams_per_user: int = 8  # open SSE streams per user, all replicas (0 = no cap)
     max_connections_per_client: int = 256  # requests in progress per client address (0 = no cap)
+
+
+@dataclass
+class SharingConfig:
+    """Share links to a desktop (``POST /api/v1/sessions/{id}/shares``), enforced by the proxy."""
+
+    enabled: bool = True
+    allow_control: bool = True  # False: only view-only links
+    max_expiry_minutes: float = 480.0
+    groups: list[str] = field(default_factory=lambda: ["*"])  # who may create links ("*" = all)
+    control_groups: list[str] = field(default_factory=lambda: ["*"])  # ... control links
+    max_links_per_session: int = 20
+    check_interval_seconds: float = 1.0  # how often open shared connections re-check their link
+
+
+@dataclass
+class IdlePartition:
+    """Idle reclaim of one partition's desktops (minutes may be fractions; 0 = off)."""
+
+    warn_minutes: float = 0.0
+    end_minutes: float = 0.0
+
+
+@dataclass
+class IdleConfig:
+    """Idle reclaim from the input the proxy sees: per partition ("*" = any other)."""
+
+    partitions: dict[str, IdlePartition] = field(default_factory=dict)
+    write_interval_seconds: float = 5.0  # at most one activity write per desktop this often
 
 
 @dataclass
@@ -304,6 +345,8 @@ class Config:
     uploads: UploadsConfig = field(default_factory=UploadsConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    sharing: SharingConfig = field(default_factory=SharingConfig)
+    idle: IdleConfig = field(default_factory=IdleConfig)
     path: str = ""  # where it was loaded from (not a YAML key)
 
     def validate(self) -> None:
@@ -339,6 +382,11 @@ class Config:
             raise ConfigError("metrics.listen: must differ from server.host:server.port")
         if self.images.cache_ttl_seconds <= 0 or self.images.inspect_timeout_seconds <= 0:
             raise ConfigError("images.cache_ttl_seconds/inspect_timeout_seconds: must be > 0")
+        for name, idle in self.idle.partitions.items():
+            if idle.end_minutes and idle.warn_minutes >= idle.end_minutes:
+                raise ConfigError(f"idle.partitions.{name}: warn_minutes must be < end_minutes")
+        if self.sharing.max_expiry_minutes <= 0:
+            raise ConfigError("sharing.max_expiry_minutes: must be > 0")
         if self.tickets.ttl_seconds <= 0 or self.tickets.ttl_seconds > 30:
             raise ConfigError("tickets.ttl_seconds: between 1 and 30")
 

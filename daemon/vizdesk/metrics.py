@@ -34,6 +34,24 @@ class Metrics:
         self.sessions_created = Counter(
             "vnc_sessions_created", "Sessions submitted to Slurm", registry=r
         )
+        self.sessions_reclaimed = Counter(
+            "vizdesk_sessions_reclaimed",
+            "Desktops vizdesk ended because nobody used them, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.share_connections = Gauge(
+            "vizdesk_share_connections",
+            "Open proxy connections through share links",
+            ["scope"],
+            registry=r,
+        )
+        self.thumbnail_seconds = Histogram(
+            "vizdesk_thumbnail_seconds",
+            "Time to grab, scale and encode one desktop thumbnail",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
         self.session_start = Histogram(
             "vnc_session_start_seconds",
             "Time from submission to READY",

@@ -16,6 +16,7 @@ from ..auth.ratelimit import RateLimiter, StreamLimiter
 from ..auth.tickets import TicketIssuer
 from ..config import Config
 from ..contract.keys import Keys
+from ..core.background import Background
 from ..files.runner import UserFiles
 from ..files.sweeper import UploadSweeper
 from ..files.uploads import UploadStore
@@ -28,12 +29,26 @@ from ..jobs.templates import TemplateRegistry
 from ..jobs.user_templates import UserTemplateStore
 from ..metrics import Metrics
 from ..sessions.registrations import RegistrationManager, url_db
+from ..sessions.sharing import Connections, ShareStore, Viewers
 from ..sessions.spawner import Spawner
 from ..sessions.store import SessionStore
+from ..sessions.thumbnails import Thumbnails
 from ..slurm import make_backend
 from ..slurm.base import SlurmBackend
 from ..tracker import Tracker
-from . import events, health, images, job_files, job_templates, jobs, me, openapi, sessions, uploads
+from . import (
+    events,
+    health,
+    images,
+    job_files,
+    job_templates,
+    jobs,
+    me,
+    openapi,
+    sessions,
+    shares,
+    uploads,
+)
 from .audit import TRUSTED_PROXIES, trusted_networks
 from .context import CTX, Context
 from .middleware import (
@@ -102,7 +117,19 @@ def build_context(
     )
     tracker.sources.append(job_manager)  # rides on the tracker's one Slurm query per tick
     catalog = ImageCatalog(cfg, redis, keys) if cfg.images.dirs or cfg.sessions.images else None
+    share_store = ShareStore(redis, keys, cfg)
+    viewers = Viewers(redis, keys)
     return Context(
+        shares=share_store,
+        viewers=viewers,
+        connections=Connections(share_store, viewers, cfg.sharing.check_interval_seconds),
+        activity=tracker.sessions.activity,
+        thumbnails=Thumbnails(
+            cfg.sessions.thumbnail_interval_seconds,
+            cfg.sessions.thumbnail_max_width,
+            cfg.sessions.thumbnail_timeout_seconds,
+            metrics,
+        ),
         files=files,
         uploads=upload_store,
         upload_sweeper=UploadSweeper(upload_store, files, cfg.uploads.cleanup_interval_seconds),
@@ -184,6 +211,8 @@ def create_app(
         ):
             app[events.HUB].registration_pattern = None
         app[events.HUB].start()
+        proxy_control = Background("vizdesk-proxy-control", shares.proxy_control(app))
+        proxy_control.start()
         if run_tracker:
             context.tracker.start()
             context.upload_sweeper.start()
@@ -193,6 +222,7 @@ def create_app(
             await metrics_runner.cleanup()
         await context.tracker.stop()
         await context.upload_sweeper.stop()
+        await proxy_control.stop()
         await app[events.HUB].stop()
         await context.redis.aclose()
 
@@ -203,6 +233,7 @@ def create_app(
     uploads.setup_routes(app)
     health.setup_routes(app, metrics_access, serve_metrics=metrics_listen is None)
     sessions.setup_routes(app)
+    shares.setup_routes(app)
     me.setup_routes(app)
     events.setup_routes(app)
     openapi.setup_routes(app)

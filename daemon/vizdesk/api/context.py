@@ -24,8 +24,10 @@ if TYPE_CHECKING:
     from ..jobs.manager import JobManager
     from ..metrics import Metrics
     from ..sessions.registrations import RegistrationManager
+    from ..sessions.sharing import ActivityClock, Connections, ShareStore, Viewers
     from ..sessions.spawner import Spawner
     from ..sessions.store import SessionStore
+    from ..sessions.thumbnails import Thumbnails
     from ..slurm.base import SlurmBackend
     from ..tracker import Tracker
 
@@ -53,6 +55,11 @@ class Context:
     files: UserFiles  # every file operation on a user's directories, as the user
     uploads: UploadStore  # tus upload records
     upload_sweeper: UploadSweeper  # removes expired uploads
+    shares: ShareStore  # share links of desktops
+    viewers: Viewers  # who is connected to which desktop (all replicas)
+    connections: Connections  # this replica's open proxy connections (kick, revoke)
+    activity: ActivityClock  # the idle clock the proxy feeds
+    thumbnails: Thumbnails  # desktop thumbnails (on demand, cached)
     websockets: dict[str, int] = field(default_factory=dict)  # open proxies per session
     clients: dict[str, int] = field(default_factory=dict)  # requests in progress per address
 

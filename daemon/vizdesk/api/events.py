@@ -27,6 +27,8 @@ KEEPALIVE_SECONDS = 15.0
 # A stream's slot in limits.max_event_streams_per_user: renewed with every keepalive,
 # so a daemon that dies without releasing it frees it within this long.
 STREAM_LEASE_SECONDS = 3 * KEEPALIVE_SECONDS
+#: Events only a desktop's owner gets (never through an admin's ?all=true).
+OWNER_EVENTS = frozenset({"viewer", "idle_warning", "walltime_warning"})
 
 
 class EventHub:
@@ -121,7 +123,8 @@ def _sse(event: str, data: Any) -> bytes:
 
 async def events(request: web.Request) -> web.StreamResponse:
     """SSE stream: a snapshot of the caller's sessions, then every session/job change, plus
-    Slurm reachability (`status`). At most ``limits.max_event_streams_per_user`` open per
+    Slurm reachability (`status`) and, to a desktop's owner, `viewer`, `idle_warning` and
+    `walltime_warning`. At most ``limits.max_event_streams_per_user`` open per
     user across all replicas (429 ``too_many_streams`` beyond); a stream's slot is held
     by a lease in Redis, renewed with each keepalive and given back when it closes."""
     c = ctx(request)
@@ -165,6 +168,9 @@ async def events(request: web.Request) -> web.StreamResponse:
             if kind == "status":
                 await response.write(_sse("status", {"slurm": event.get("slurm")}))
             elif kind in ("session", "job") and (want_all or event.get("user") == identity.user):
+                await response.write(_sse(kind, event[kind]))
+            elif kind in OWNER_EVENTS and event.get("user") == identity.user:
+                # A desktop's viewers, idle and walltime warnings: its owner's only.
                 await response.write(_sse(kind, event[kind]))
             elif kind == "upload" and event.get("user") == identity.user:
                 # Uploads are their owner's only: not even an admin's ?all=true stream.

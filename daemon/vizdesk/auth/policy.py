@@ -81,6 +81,7 @@ class Policy:
                 accounts=_union(result.accounts, p.accounts),
                 qos=_union(result.qos, p.qos),
                 gpu_types=_union(result.gpu_types, p.gpu_types),
+                max_extension_minutes=max(result.max_extension_minutes, p.max_extension_minutes),
             )
         return result
 

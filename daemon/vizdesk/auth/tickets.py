@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import secrets
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
@@ -29,6 +30,16 @@ def ticket_digest(ticket: str) -> str:
     return hashlib.sha256(ticket.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Grant:
+    """What a redeemed ticket grants: ``user`` may open the desktop; through a share link
+    (``share_id``) with its ``scope`` ("view" or "control"), else as its owner."""
+
+    user: str
+    share_id: str | None = None
+    scope: str = "owner"
+
+
 class TicketIssuer:
     """Issues and redeems websocket tickets in Redis."""
 
@@ -39,9 +50,21 @@ class TicketIssuer:
         self.keys = keys
         self.ttl = int(ttl_seconds)
 
-    async def issue(self, user: str, session_id: str, origin: str | None) -> str:
-        """A fresh ticket for ``user`` to open ``session_id``'s websocket from ``origin``."""
-        value = json.dumps({"user": user, "session_id": session_id, "origin": origin})
+    async def issue(
+        self,
+        user: str,
+        session_id: str,
+        origin: str | None,
+        *,
+        share_id: str | None = None,
+        scope: str = "owner",
+    ) -> str:
+        """A fresh ticket for ``user`` to open ``session_id``'s websocket from ``origin``
+        (through share link ``share_id`` with ``scope`` when given)."""
+        data: dict[str, str | None] = {"user": user, "session_id": session_id, "origin": origin}
+        if share_id is not None:
+            data.update(share_id=share_id, scope=scope)
+        value = json.dumps(data)
         while True:
             ticket = secrets.token_urlsafe(TICKET_BYTES)
             ok = await self.redis.set(
@@ -51,7 +74,11 @@ class TicketIssuer:
                 return ticket
 
     async def redeem(self, ticket: str, session_id: str, origin: str | None) -> str:
-        """Consume ``ticket`` and return its user; raise ``AuthError(403, "bad_ticket")``.
+        """Consume ``ticket`` and return its user (see :meth:`redeem_grant`)."""
+        return (await self.redeem_grant(ticket, session_id, origin)).user
+
+    async def redeem_grant(self, ticket: str, session_id: str, origin: str | None) -> Grant:
+        """Consume ``ticket`` and return what it grants; raise ``AuthError(403, "bad_ticket")``.
 
         Unknown, expired, already used, issued for another session or presented from
         another ``Origin`` than it was issued to: all refused alike.
@@ -66,6 +93,8 @@ class TicketIssuer:
             user = data["user"]
             bound_session = data["session_id"]
             bound_origin = data.get("origin")
+            share_id = data.get("share_id")
+            scope = data.get("scope", "owner")
         except (ValueError, KeyError, TypeError):
             raise AuthError(403, "bad_ticket", "invalid or expired ticket") from None
         if bound_session != session_id:
@@ -74,4 +103,8 @@ class TicketIssuer:
             raise AuthError(403, "bad_ticket", "ticket was issued to another origin")
         if not isinstance(user, str) or not user:
             raise AuthError(403, "bad_ticket", "invalid or expired ticket")
-        return user
+        if share_id is not None and (
+            not isinstance(share_id, str) or scope not in ("view", "control")
+        ):
+            raise AuthError(403, "bad_ticket", "invalid or expired ticket")
+        return Grant(user, share_id, scope if share_id is not None else "owner")

@@ -98,6 +98,24 @@ class Keys:
         """Lock of one upload while a request writes or removes it (token, with a TTL)."""
         return f"{self.prefix}upload-lock:{uid}"
 
+    def share(self, share_id: str) -> str:
+        """JSON of one share link of a desktop (kept until a while after it expires)."""
+        return f"{self.prefix}share:{share_id}"
+
+    def session_shares(self, sid: str) -> str:
+        """Set of the share link ids of one desktop."""
+        return f"{self.prefix}session:{sid}:shares"
+
+    def viewers(self, sid: str) -> str:
+        """Hash of the open proxy connections to one desktop, every replica's (field:
+        connection id, value: JSON {user, scope, share_id, since, seen})."""
+        return f"{self.prefix}viewers:{sid}"
+
+    def activity(self, sid: str) -> str:
+        """Epoch seconds of the last input the proxy passed to a desktop (or of the
+        last connect/disconnect/keep): the idle clock."""
+        return f"{self.prefix}activity:{sid}"
+
     @property
     def image_catalog(self) -> str:
         return f"{self.prefix}images"

@@ -5,9 +5,12 @@ calls :func:`bridge_vnc` with the host Slurm reports for the job and the registe
 and password. The bridge opens the TCP connection, performs the RFB security handshake
 itself (:mod:`vizdesk.proxy.rfb`: VNC Authentication toward the server, security type None
 toward the browser, so the password never leaves the head node) and then copies bytes
-both ways unchanged: binary frames ↔ TCP stream. Frames need not align with RFB
-messages; handshake bytes are reassembled in a buffer and whatever the browser sent
-beyond the handshake is forwarded first.
+both ways: binary frames ↔ TCP stream. Frames need not align with RFB messages;
+handshake bytes are reassembled in a buffer and whatever the browser sent beyond the
+handshake is forwarded first. The browser → server direction is parsed message by
+message (:class:`vizdesk.proxy.rfb.ClientMessageFilter`): view-only connections lose
+every input message, and forwarded input feeds the idle clock. ``stop`` (a
+:class:`Stop`) ends a bridge from outside: a kicked viewer, a revoked link.
 
 Limits: a text frame closes with 1003, an oversized message with 1009, no traffic in either
 direction for ``ws_idle_timeout_seconds`` closes (1000), a browser that does not accept
@@ -46,6 +49,21 @@ MESSAGE_TOO_BIG = "message_too_big"
 HANDSHAKE_TIMEOUT = "handshake_timeout"
 CONNECT_FAILED = "connect_failed"
 SERVER_ERROR = "server_error"
+INPUT_REFUSED = "input_refused"  # a view-only connection sent a message it may not send
+
+
+class Stop:
+    """Ends one bridge from outside (kick, revoked link): ``stop(reason)`` closes the
+    websocket with 1008 and ``reason`` at once."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.reason = ""
+
+    def stop(self, reason: str) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
 
 
 class BrowserSocket(Protocol):
@@ -157,6 +175,9 @@ async def _pump(
     writer: asyncio.StreamWriter,
     limits: LimitsConfig,
     on_bytes: Callable[[str, int], None] | None,
+    filt: rfb.ClientMessageFilter,
+    on_input: Callable[[], None] | None,
+    stop: Stop | None,
 ) -> tuple[str, int | None]:
     loop = asyncio.get_running_loop()
     last_activity = loop.time()
@@ -170,8 +191,16 @@ async def _pump(
 
     async def up() -> tuple[str, int | None]:
         nonlocal last_activity
-        pending = browser.take_buffer()
+        raw = browser.take_buffer()
         while True:
+            try:
+                pending, inputs, _dropped = filt.feed(raw)
+            except rfb.RfbClientError as exc:
+                log.info("proxy_input_refused", error=str(exc))
+                return INPUT_REFUSED, WSCloseCode.POLICY_VIOLATION
+            if inputs and on_input is not None and filt.allow_input:
+                with contextlib.suppress(Exception):
+                    on_input()
             if pending:
                 writer.write(pending)
                 try:
@@ -183,7 +212,7 @@ async def _pump(
                     return SERVER_CLOSED, WSCloseCode.OK
                 count("up", len(pending))
             try:
-                pending = await browser.receive_frame()
+                raw = await browser.receive_frame()
             except WebSocketClosed as exc:
                 return exc.reason, exc.code
             last_activity = loop.time()
@@ -214,9 +243,16 @@ async def _pump(
                 return IDLE_TIMEOUT, WSCloseCode.OK
             await asyncio.sleep(remaining)
 
+    async def stopped() -> tuple[str, int | None]:
+        assert stop is not None
+        await stop.event.wait()
+        return stop.reason or "stopped", WSCloseCode.POLICY_VIOLATION
+
     tasks = [asyncio.create_task(up()), asyncio.create_task(down())]
     if idle > 0:
         tasks.append(asyncio.create_task(watchdog()))
+    if stop is not None:
+        tasks.append(asyncio.create_task(stopped()))
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -240,6 +276,10 @@ async def bridge_vnc(
     limits: LimitsConfig,
     on_bytes: Callable[[str, int], None] | None = None,
     connect_timeout: float = 10.0,
+    allow_input: bool = True,
+    force_shared: bool = False,
+    on_input: Callable[[], None] | None = None,
+    stop: Stop | None = None,
 ) -> str:
     """Bridge a prepared websocket to the VNC server at ``host:port``; return why it ended.
 
@@ -247,8 +287,16 @@ async def bridge_vnc(
     ``text_frame``, ``message_too_big``, ``handshake_timeout``, ``server_error``, or the
     :class:`vizdesk.proxy.rfb.RfbError` code of a failed handshake (``connect_failed``,
     ``vnc_auth_failed``, ``vnc_refused``, ``vnc_security_type``, ``vnc_protocol``,
-    ``vnc_eof``, ``client_protocol_error``).
+    ``vnc_eof``, ``client_protocol_error``), ``input_refused`` (a view-only connection
+    sent a message it may not), or the reason given to ``stop``.
+
+    After the handshake the browser's stream goes through
+    :class:`vizdesk.proxy.rfb.ClientMessageFilter`: with ``allow_input=False`` every
+    input message is dropped (view-only share); ``on_input`` is called for each chunk
+    carrying input that was forwarded (the idle clock); ``force_shared`` makes the
+    ClientInit shared.
     """
+    filt = rfb.ClientMessageFilter(allow_input=allow_input, force_shared=force_shared)
     browser = WebSocketByteStream(ws, limits.ws_max_message_bytes)
     writer: asyncio.StreamWriter | None = None
     reader: asyncio.StreamReader | None = None
@@ -283,7 +331,9 @@ async def bridge_vnc(
             reason, code = exc.code, WSCloseCode.PROTOCOL_ERROR
         else:
             assert reader is not None and writer is not None
-            reason, code = await _pump(ws, browser, reader, writer, limits, on_bytes)
+            reason, code = await _pump(
+                ws, browser, reader, writer, limits, on_bytes, filt, on_input, stop
+            )
     finally:
         _close_writer(writer)
         await _close_ws(ws, code, reason)

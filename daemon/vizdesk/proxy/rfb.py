@@ -297,3 +297,151 @@ async def proxy_handshake(
         ) from exc
     await accept_client(browser, minor)
     return Handshake(client_minor=minor, server_minor=server_minor, server=server)
+
+
+# -- the browser's messages after the handshake -------------------------------------------
+
+# Client → server message types (RFC 6143 §7.5 and the community extensions noVNC and
+# TigerVNC speak). Each entry: (name, is input, fixed header length). Variable parts are
+# read by :class:`ClientMessageFilter` from the header.
+MSG_SET_PIXEL_FORMAT = 0
+MSG_SET_ENCODINGS = 2
+MSG_FB_UPDATE_REQUEST = 3
+MSG_KEY_EVENT = 4
+MSG_POINTER_EVENT = 5
+MSG_CLIENT_CUT_TEXT = 6
+MSG_ENABLE_CONTINUOUS_UPDATES = 150
+MSG_CLIENT_FENCE = 248
+MSG_XVP = 250
+MSG_SET_DESKTOP_SIZE = 251
+MSG_QEMU = 255
+
+#: type → (name, whether it changes the desktop: dropped for view-only connections,
+#: header bytes including the type byte). The table is the whole of what a view-only
+#: connection may send; any other type closes it.
+CLIENT_MESSAGES: dict[int, tuple[str, bool, int]] = {
+    MSG_SET_PIXEL_FORMAT: ("SetPixelFormat", False, 20),
+    MSG_SET_ENCODINGS: ("SetEncodings", False, 4),  # + 4 * count
+    MSG_FB_UPDATE_REQUEST: ("FramebufferUpdateRequest", False, 10),
+    MSG_KEY_EVENT: ("KeyEvent", True, 8),
+    MSG_POINTER_EVENT: ("PointerEvent", True, 6),
+    MSG_CLIENT_CUT_TEXT: ("ClientCutText", True, 8),  # + |length|
+    MSG_ENABLE_CONTINUOUS_UPDATES: ("EnableContinuousUpdates", False, 10),
+    MSG_CLIENT_FENCE: ("ClientFence", False, 9),  # + length (<= 64)
+    MSG_XVP: ("xvp", True, 4),  # shutdown / reboot / reset requests
+    MSG_SET_DESKTOP_SIZE: ("SetDesktopSize", True, 8),  # + 16 * screens
+    MSG_QEMU: ("QEMU", True, 2),  # sub-type decides the rest (extended key event: 12)
+}
+QEMU_SUBMESSAGE_BYTES = {0: 12}  # extended key event (the only one noVNC sends)
+MAX_FENCE_BYTES = 64
+STEP_ASIDE = -1  # a message whose length the filter cannot know
+
+
+class ClientMessageFilter:
+    """Reads the browser → server stream message by message (after the handshake).
+
+    ``allow_input=False`` (a view-only share) drops every message that would change the
+    desktop (key, pointer, clipboard, resize, xvp power requests, QEMU key events) and
+    closes on a type it does not know, because an unknown message's length cannot be
+    known. With input allowed, input messages pass and are counted; an unknown type makes
+    the filter step aside (the rest of the stream passes unparsed, every chunk counts as
+    input), which is what the bridge did before the filter existed.
+
+    ``force_shared`` rewrites the ClientInit (the first byte) to shared: a viewer must not
+    be able to disconnect the owner with an exclusive ClientInit.
+
+    ``feed`` returns ``(bytes to forward, input messages seen, input messages dropped)``
+    and raises :class:`RfbClientError` for a message a view-only connection may not send.
+    Fragmented messages are reassembled; a long clipboard text is streamed, not buffered.
+    """
+
+    def __init__(
+        self, *, allow_input: bool, force_shared: bool = False, max_cut_text: int = 1 << 24
+    ) -> None:
+        self.allow_input = allow_input
+        self.force_shared = force_shared
+        self.max_cut_text = max_cut_text
+        self._buf = bytearray()
+        self._client_init = True
+        self._body_left = 0  # bytes of a ClientCutText body still to pass or drop
+        self._body_forward = False
+        self._passthrough = False
+
+    def feed(self, data: bytes) -> tuple[bytes, int, int]:
+        if self._passthrough:
+            return data, 1, 0
+        self._buf += data
+        out = bytearray()
+        seen = dropped = 0
+        while self._buf:
+            if self._body_left:
+                n = min(self._body_left, len(self._buf))
+                if self._body_forward:
+                    out += self._buf[:n]
+                del self._buf[:n]
+                self._body_left -= n
+                continue
+            if self._client_init:
+                shared = 1 if self.force_shared else self._buf[0]
+                out.append(shared)
+                del self._buf[:1]
+                self._client_init = False
+                continue
+            mtype = self._buf[0]
+            spec = CLIENT_MESSAGES.get(mtype)
+            length: int | None = STEP_ASIDE
+            if spec is not None and len(self._buf) < spec[2]:
+                break  # more header needed
+            if spec is not None:
+                length = self._message_length(mtype, spec[2])
+            if length == STEP_ASIDE:
+                if not self.allow_input:
+                    raise RfbClientError(f"client message type {mtype} is not allowed here")
+                self._passthrough = True
+                out += self._buf
+                self._buf.clear()
+                seen += 1
+                break
+            if length is None or spec is None:
+                break  # more header needed
+            _name, is_input, head = spec
+            body = 0
+            if mtype == MSG_CLIENT_CUT_TEXT:
+                body = length - head
+                length = head
+            elif len(self._buf) < length:
+                break
+            forward = self.allow_input or not is_input
+            if is_input:
+                seen += 1
+                if not forward:
+                    dropped += 1
+            if forward:
+                out += self._buf[:length]
+            del self._buf[:length]
+            if body:
+                self._body_left, self._body_forward = body, forward
+        return bytes(out), seen, dropped
+
+    def _message_length(self, mtype: int, head: int) -> int | None:
+        """The whole message's length from its header (None: the header is incomplete;
+        :data:`STEP_ASIDE`: a message this filter cannot measure)."""
+        b = self._buf
+        if mtype == MSG_SET_ENCODINGS:
+            return head + 4 * int.from_bytes(b[2:4], "big")
+        if mtype == MSG_CLIENT_CUT_TEXT:
+            raw = int.from_bytes(b[4:8], "big", signed=True)  # < 0: extended clipboard
+            size = abs(raw)
+            if size > self.max_cut_text:
+                raise RfbClientError(f"clipboard text of {size} bytes is too large")
+            return head + size
+        if mtype == MSG_CLIENT_FENCE:
+            size = b[8]
+            if size > MAX_FENCE_BYTES:
+                raise RfbClientError("fence payload too long")
+            return head + size
+        if mtype == MSG_SET_DESKTOP_SIZE:
+            return head + 16 * b[6]
+        if mtype == MSG_QEMU:
+            return QEMU_SUBMESSAGE_BYTES.get(b[1], STEP_ASIDE)
+        return head

@@ -9,21 +9,26 @@ registration stays away longer than its TTL is cancelled.
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from ..config import Config, IdlePartition
 from ..contract.registration import (
     GpuUsage,
     NodeReportedFailure,
     Registration,
     RegistrationRejected,
 )
-from ..core.records import utcnow
+from ..core.records import iso, utcnow
 from ..core.tracked import Outcome, Outcomes, RecordTracker, TrackEvents
 from ..slurm.base import JobState, JobStatus
+from ..slurm.reasons import reason_words
 from .model import Session, SessionState
+from .sharing import ActivityClock, publish_close
 
 if TYPE_CHECKING:
     from .role import SessionRole
@@ -54,8 +59,20 @@ OUTCOMES = Outcomes(
 )
 
 
+def idle_policy(cfg: Config, partition: str) -> IdlePartition | None:
+    """The idle settings of ``partition`` (or of "*"); None when idle reclaim is off."""
+    parts = cfg.idle.partitions
+    found = parts.get(partition) or parts.get("*")
+    if found is None or not (found.warn_minutes or found.end_minutes):
+        return None
+    return found
+
+
 def stopped_reason(session: Session) -> str:
-    """ "stopped by user" or "stopped by admin NAME", from the STOPPING reason."""
+    """ "stopped by user" or "stopped by admin NAME", from the STOPPING reason (or the
+    reclaim reason, "idle for N min")."""
+    if session.reclaim_reason:
+        return session.reclaim_reason
     by = session.reason.removeprefix("stop requested by ")
     return f"stopped by {by}" if by != session.reason else "stopped by user"
 
@@ -92,6 +109,9 @@ class SessionTracking(RecordTracker[Session, SessionState]):
         super().__init__(role.backend, role.store, SessionState, role.metrics.sessions_active)
         self.store: SessionStore = role.store
         self.cfg, self.registrations, self.metrics = role.cfg, role.registrations, role.metrics
+        self.activity = ActivityClock(
+            role.store.redis, role.store.keys, role.cfg.idle.write_interval_seconds
+        )
 
     async def restore_credentials(self) -> int:
         """Re-create the ACL user of every live session (they live in Redis's memory
@@ -119,7 +139,18 @@ class SessionTracking(RecordTracker[Session, SessionState]):
 
     async def queued(self, record: Session, status: JobStatus) -> Session | None:
         await self._reject_early_registration(record, status)
-        return await super().queued(record, status)
+        state, default = self.OUTCOMES.queued
+        if status.state == JobState.SUSPENDED:
+            default = "suspended"
+        words = reason_words(status.reason)
+
+        def queue_info(s: Session) -> bool:
+            changed = s.expected_start_at != status.expected_start or s.queue_reason != words
+            s.expected_start_at, s.queue_reason = status.expected_start, words
+            return changed
+
+        reason = f"queued: {status.reason or default}"
+        return await self._observe(record, state, reason, status, also=queue_info)
 
     async def running(self, record: Session, status: JobStatus) -> Session | None:
         session = record
@@ -135,7 +166,11 @@ class SessionTracking(RecordTracker[Session, SessionState]):
             )
         if reg is not None:
             self._observe_usage(session, status, reg)
-            return await self._apply(session, SessionState.READY, "desktop ready", status, reg)
+            updated = await self._apply(session, SessionState.READY, "desktop ready", status, reg)
+            if updated is not None and updated.state == SessionState.READY:
+                updated = await self._walltime(updated)
+                updated = await self._idle(updated) if updated is not None else None
+            return updated
         if session.state == SessionState.READY:
             # The wrapper removed its registration (it is shutting down: scancel, time
             # limit, logout: Slurm's final job state will say why) or its heartbeat stopped
@@ -165,6 +200,10 @@ class SessionTracking(RecordTracker[Session, SessionState]):
         self, record: Session, updated: Session | None, state: SessionState, reason: str
     ) -> None:
         await self.registrations.delete_credentials(record.id)
+        keys = self.store.keys
+        await self.store.redis.delete(keys.activity(record.id), keys.viewers(record.id))
+        self.activity.forget(record.id)
+        await publish_close(self.store.redis, keys, session_id=record.id, reason="desktop ended")
         self._forget_usage(record.id)
         if updated and state == SessionState.FAILED:
             self.metrics.session_failed(reason.split(":")[0].split(" (")[0])
@@ -223,6 +262,10 @@ class SessionTracking(RecordTracker[Session, SessionState]):
     ) -> Session | None:
         def registered(s: Session) -> bool:
             changed = False
+            if status.expected_end is not None and s.ends_at != status.expected_end:
+                s.ends_at, changed = status.expected_end, True
+            if s.expected_start_at is not None or s.queue_reason is not None:
+                s.expected_start_at, s.queue_reason, changed = None, None, True
             if reg is not None and s.port != reg.port:
                 s.port, changed = reg.port, True
             if reg is not None and s.reg_missing_since is not None:
@@ -241,6 +284,97 @@ class SessionTracking(RecordTracker[Session, SessionState]):
                 node=updated.node,
                 start_seconds=round(elapsed, 3),
             )
+        return updated
+
+    # ------------------------------------------------------------ walltime and idle
+
+    async def _publish(self, session: Session, kind: str, body: dict[str, Any]) -> None:
+        """An event for the owner's streams (SSE ``kind``)."""
+        event = {"type": kind, "user": session.user, kind: {"session_id": session.id, **body}}
+        await self.store.redis.publish(self.store.keys.events_channel, json.dumps(event))
+
+    async def _walltime(self, session: Session) -> Session | None:
+        """Warn once at each configured point before the time limit ends the desktop."""
+        if session.ends_at is None:
+            return session
+        remaining = (session.ends_at - utcnow()).total_seconds()
+        crossed = [
+            p
+            for p in self.cfg.sessions.walltime_warn_minutes
+            if remaining <= p * 60 and p not in session.walltime_warned
+        ]
+        if not crossed:
+            return session
+
+        def mark(s: Session) -> bool:
+            s.walltime_warned = sorted({*s.walltime_warned, *crossed}, reverse=True)
+            return True
+
+        updated = await self.store.update(session.id, mark)
+        point = min(crossed)
+        log.info("session.walltime_warning", session=session.id, user=session.user, point=point)
+        await self._publish(
+            session,
+            "walltime_warning",
+            {
+                "ends_at": iso(session.ends_at),
+                "remaining_seconds": max(0, round(remaining)),
+                "point_minutes": point,
+            },
+        )
+        return updated
+
+    async def _idle(self, session: Session) -> Session | None:
+        """Warn, then reclaim a desktop nobody gave input to (per partition config)."""
+        policy = idle_policy(self.cfg, session.partition)
+        if policy is None:
+            return session
+        warn_s, end_s = policy.warn_minutes * 60, policy.end_minutes * 60
+        last = (await self.activity.last([session.id])).get(session.id, 0.0)
+        if session.ready_at is not None:
+            last = max(last, session.ready_at.timestamp())
+        now = time.time()
+        idle = now - last
+        if end_s and idle >= end_s:
+            return await self._reclaim(session, policy.end_minutes)
+        warned = session.idle_warned_at
+        if warn_s and idle >= warn_s and (warned is None or warned.timestamp() < last):
+            at = utcnow()
+
+            def mark(s: Session) -> bool:
+                s.idle_warned_at = at
+                return True
+
+            updated = await self.store.update(session.id, mark)
+            log.info("session.idle_warning", session=session.id, user=session.user)
+            await self._publish(
+                session,
+                "idle_warning",
+                {
+                    "idle_seconds": round(idle),
+                    "ends_in_seconds": round(end_s - idle) if end_s else None,
+                },
+            )
+            return updated
+        return session
+
+    async def _reclaim(self, session: Session, minutes: float) -> Session | None:
+        reason = f"idle for {minutes:g} min"
+        now = utcnow()
+
+        def stopping(s: Session) -> bool:
+            if s.state != SessionState.READY:
+                return False
+            s.reclaim_reason = reason
+            s.stop_requested_at = now
+            return s.move(SessionState.STOPPING, reason)
+
+        updated = await self.store.update(session.id, stopping)
+        if updated is None or updated.reclaim_reason != reason:
+            return updated
+        log.warning("session.reclaimed", session=session.id, user=session.user, reason=reason)
+        self.metrics.sessions_reclaimed.labels(reason="idle").inc()
+        await self.cancel_in_slurm(updated)
         return updated
 
     # ------------------------------------------------------------ usage gauges

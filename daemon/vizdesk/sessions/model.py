@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
@@ -55,6 +55,10 @@ PUBLIC_FIELDS = (
     "started_at",
     "ready_at",
     "ended_at",
+    "ends_at",
+    "expected_start_at",
+    "queue_reason",
+    "extended_minutes",
 )
 
 
@@ -72,6 +76,15 @@ class Session(SlurmRecord[SessionState]):
     acl_hash: str | None = None  # SHA-256 of the registration password (to restore the ACL user)
     reg_missing_since: datetime | None = None  # READY but registration not seen since
     cancel_reason: str | None = None  # why vizdesk itself cancelled the job
+    # Queue and walltime awareness (from the tracker's one squeue per tick):
+    expected_start_at: datetime | None = None  # Slurm's start estimate while PENDING
+    queue_reason: str | None = None  # Slurm's pending reason in words
+    ends_at: datetime | None = None  # when Slurm's time limit ends the running desktop
+    extended_minutes: int = 0  # minutes added by POST .../extend
+    walltime_warned: list[float] = field(default_factory=list)  # warning points sent
+    # Idle reclaim:
+    idle_warned_at: datetime | None = None  # when the idle warning went out (None: not yet)
+    reclaim_reason: str | None = None  # "idle for N min" once vizdesk reclaims the desktop
 
     def stamp(self, dst: SessionState, now: datetime) -> None:
         if dst == SessionState.READY and self.ready_at is None:

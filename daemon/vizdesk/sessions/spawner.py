@@ -17,7 +17,7 @@ from ..contract.jobenv import session_job_env
 from ..core.store import LimitReached
 from ..core.submit import SubmitError, submit_failure, submit_request, take_job_id
 from ..core.userdirs import USER_PLACEHOLDER, ensure_user_dir
-from ..slurm.base import SlurmError, SlurmUnavailable
+from ..slurm.base import SlurmError, SlurmUnavailable, StartEstimate
 from .model import Session, SessionState, new_session_id
 from .registrations import password_hash
 from .role import SessionRole
@@ -122,6 +122,33 @@ class Spawner(SessionRole):
         self.metrics.sessions_created.inc()
         log.info("session.submitted", session=session.id, user=identity.user, job_id=job_id)
         return stored or session
+
+    async def estimate(
+        self, identity: Identity, req: SessionRequest, image_path: str | None = None
+    ) -> StartEstimate:
+        """When Slurm would start this desktop (``sbatch --test-only`` as the caller);
+        nothing is stored or submitted. Raises what ``SlurmBackend.test_only`` raises."""
+        probe = Session(
+            id="0" * 16,
+            user=identity.user,
+            partition=req.partition,
+            cpus=req.cpus,
+            memory_gb=req.memory_gb,
+            gpus=req.gpus,
+            time_limit_minutes=req.time_limit_minutes,
+            geometry=req.geometry,
+            image=req.image,
+            image_path=image_path,
+        )
+        submit = submit_request(
+            probe,
+            script=self.cfg.sessions.jobscript,
+            job_name=f"{self.cfg.slurm.job_name_prefix}-estimate",
+            workdir=identity.home or self.cfg.sessions.workdir,
+            output="",
+            env={},
+        )
+        return await self.backend.test_only(submit)
 
     async def _output_path(self, identity: Identity, sid: str) -> str:
         """Slurm's --output: in ``sessions.output_dir`` (per user with ``{user}``: created

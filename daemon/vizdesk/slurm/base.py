@@ -72,6 +72,10 @@ class JobStatus:
     submit_time: datetime | None = None
     start_time: datetime | None = None
     end_time: datetime | None = None
+    # Slurm's expectations: when a pending job should start (its backfill estimate), and
+    # when a running one reaches its time limit. None when Slurm gives none.
+    expected_start: datetime | None = None
+    expected_end: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,11 @@ class SlurmBackend(abc.ABC):
         NotImplementedError when the backend cannot ask.
         """
         raise NotImplementedError(f"{self.name} backend cannot estimate start times")
+
+    async def extend(self, job_id: str, time_limit_minutes: int) -> None:
+        """Set a running job's time limit (needs Slurm operator rights); raises
+        SlurmRejected, SlurmUnavailable, or NotImplementedError."""
+        raise NotImplementedError(f"{self.name} backend cannot change time limits")
 
     @abc.abstractmethod
     async def cancel(self, job_id: str, user: str) -> None:

@@ -234,6 +234,14 @@ class SlurmCliBackend(SlurmBackend):
     def cancel_argv(self, job_id: str, user: str) -> list[str]:
         return [*self.prefix_for(user), self.cfg.scancel, check_job_id(job_id)]
 
+    def extend_argv(self, job_id: str, time_limit_minutes: int) -> list[str]:
+        """As the daemon itself (an operator), never as the user: users may only shorten."""
+        minutes = int(time_limit_minutes)
+        if minutes <= 0:
+            raise ValueError("time limit must be positive")
+        jid = check_job_id(job_id)
+        return [self.cfg.scontrol, "update", f"JobId={jid}", f"TimeLimit={minutes}"]
+
     # -- operations -------------------------------------------------------------------
     async def submit(self, req: SubmitRequest) -> str:
         check_request(req)
@@ -306,6 +314,21 @@ class SlurmCliBackend(SlurmBackend):
             raise SlurmError(f"scancel failed (exit {res.returncode}): {text[-500:]}")
         finally:
             self._record("cancel", started, ok)
+
+    async def extend(self, job_id: str, time_limit_minutes: int) -> None:
+        argv = self.extend_argv(str(job_id), time_limit_minutes)
+        started, ok = time.monotonic(), False
+        try:
+            res = await self._run(argv, base_env(), None)
+            text = res.err_text
+            if res.returncode == 0:
+                ok = True
+                return
+            if looks_unavailable(text) or res.returncode in (126, 127):
+                raise SlurmUnavailable(f"scontrol failed: {text[-500:]}")
+            raise SlurmRejected(rejection_message(text) or text[-300:])
+        finally:
+            self._record("extend", started, ok)
 
     # -- helpers ----------------------------------------------------------------------
     def _submit_error(self, res: _Result) -> SlurmError:

@@ -27,7 +27,10 @@ is :attr:`JobState.COMPLETING`. Requeue flags (REQUEUED, REQUEUE_HOLD, SPECIAL_E
 the job will run again: PENDING. CONFIGURING (nodes booting, script not started) is
 PENDING with reason ``Configuring``. ``start_time`` is only reported once the job has
 started and ``end_time``/``exit_code``/``signal`` only once it has finished (Slurm reports
-estimates or zeros before that). Fields with an unexpected shape are skipped, never fatal;
+estimates or zeros before that); the estimates are kept apart: ``expected_start`` of a
+pending job (Slurm's backfill estimate, 0/unset when it has none) and ``expected_end`` of a
+running one (start plus time limit, updated by ``scontrol update TimeLimit``). Fields
+with an unexpected shape are skipped, never fatal;
 a document that is not a squeue JSON object raises :class:`SlurmError`.
 """
 
@@ -185,6 +188,8 @@ def job_status_from_json(job: Any) -> JobStatus | None:
         submit_time=_time(job.get("submit_time")),
         start_time=_time(job.get("start_time")) if started else None,
         end_time=_time(job.get("end_time")) if state.is_finished else None,
+        expected_start=_time(job.get("start_time")) if state == JobState.PENDING else None,
+        expected_end=_time(job.get("end_time")) if state.is_running else None,
     )
 
 
