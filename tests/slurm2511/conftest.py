@@ -119,16 +119,19 @@ def slurm2511() -> Slurm2511:
 def tier_overrides(s: Slurm2511, backend: str = "pyslurm") -> dict[str, Any]:
     """Daemon config for the 25.11 cluster (on top of the 22.05 test bed's: Redis, secrets)."""
     part = s.partition
+    # "batch" too: the shipped templates name it (it does not exist on the 25.11 cluster:
+    # the tier's requests always name the 25.11 partition).
+    offered = [part, "batch"]
     groups: dict[str, Any] = {}
     from tests.conftest import TEST_POLICY
 
     for name, rules in TEST_POLICY["groups"].items():
-        groups[name] = {**rules, "partitions": [part] if rules["partitions"] != ["*"] else ["*"]}
+        groups[name] = {**rules, "partitions": offered if rules["partitions"] != ["*"] else ["*"]}
     return {
         "slurm": {
             "backend": backend,
             "conf_path": s.conf,
-            "partitions": [part],
+            "partitions": offered,
             "default_partition": part,
             "sbatch": s.bin("sbatch"),
             "squeue": s.bin("squeue"),

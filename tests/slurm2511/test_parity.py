@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.slurm2511.conftest import Slurm2511
 from vizdesk.config import SlurmConfig
 from vizdesk.slurm.base import JobState, JobStatus, SubmitRequest
 from vizdesk.slurm.cli import SlurmCliBackend
 from vizdesk.slurm.pyslurm_backend import PyslurmBackend
-
-from tests.slurm2511.conftest import Slurm2511
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.conftest import wait_for_state
-from tests.e2e.test_batch_jobs import FINAL, get_job, submit, wait_job
+from tests.e2e.test_batch_jobs import FINAL, submit, wait_job
 from tests.e2e.test_session_lifecycle import create, open_desktop
 from tests.helpers.rfb_client import WsStream, full_framebuffer, handshake
 
