@@ -94,14 +94,17 @@ async def test_cli_and_pyslurm_agree_on_every_state(
                     mismatches.append((sa, sb))
                 seen.setdefault((jid, sa.state), sa)
             for jid, (kind, via) in ids.items():
-                st = b[jid].state
-                if kind == "cancelled" and st is JobState.RUNNING and jid not in cancelled_at:
+                # Cancelled once both backends have been seen agreeing on RUNNING (a tick
+                # of the CLI backend can take seconds when slurmctld remembers many jobs).
+                running_seen = (jid, JobState.RUNNING) in seen
+                if kind == "cancelled" and running_seen and jid not in cancelled_at:
                     await (cli if via == "cli" else py).cancel(jid, "alice")
                     cancelled_at[jid] = time.monotonic()
             final = {jid for jid in ids if b[jid].state.is_finished}
             waiting = {jid for jid, (k, _) in ids.items() if k in ("running", "held")}
             if final | waiting == set(ids) and all(
-                b[j].state in (JobState.RUNNING, JobState.PENDING) for j in waiting
+                (j, JobState.RUNNING if ids[j][0] == "running" else JobState.PENDING) in seen
+                for j in waiting
             ):
                 break
             await asyncio.sleep(0.5)
@@ -121,8 +124,7 @@ async def test_cli_and_pyslurm_agree_on_every_state(
                 break
             await asyncio.sleep(0.5)
     finally:
-        ids_left = [j for j in ids]
-        slurm2511.run("scancel", *ids_left, check=False)
+        slurm2511.run("scancel", *ids, check=False)
 
     diff = [
         {f.name: (getattr(x, f.name), getattr(y, f.name))
@@ -135,7 +137,7 @@ async def test_cli_and_pyslurm_agree_on_every_state(
         by_kind.setdefault(f"{ids[jid][0]}/{ids[jid][1]}", set()).add(state.value)
     print("states compared:", dict(sorted(by_kind.items())))
     for via in ("cli", "pyslurm"):
-        assert {"RUNNING", "COMPLETED"} <= by_kind[f"completed/{via}"] | {"RUNNING"}
+        # Short jobs may run between two ticks: only their final state is certain.
         assert "COMPLETED" in by_kind[f"completed/{via}"]
         assert "FAILED" in by_kind[f"failed3/{via}"]
         assert "PENDING" in by_kind[f"held/{via}"]
@@ -143,8 +145,7 @@ async def test_cli_and_pyslurm_agree_on_every_state(
         assert {"RUNNING", "CANCELLED"} <= by_kind[f"cancelled/{via}"]
         assert {"RUNNING", "TIMEOUT"} <= by_kind[f"timeout/{via}"]
     # The exit code and the signal as both report them.
-    for (jid, state), st in seen.items():
-        kind = ids[jid][0]
+    for (_jid, state), st in seen.items():
         if state is JobState.FAILED:
             assert (st.exit_code, st.signal) == (3, None), st
         if state is JobState.COMPLETED:
