@@ -102,6 +102,7 @@ class AuthConfig:
 @dataclass
 class SlurmConfig:
     backend: str = "auto"  # auto | cli | pyslurm
+    conf_path: str = ""  # slurm.conf of jobs, commands, pyslurm ("" = SLURM_CONF / default)
     submit_prefix: list[str] = field(default_factory=lambda: ["runuser", "-u", "{user}", "--"])
     sbatch: str = "sbatch"
     squeue: str = "squeue"
@@ -359,6 +360,8 @@ class Config:
             raise ConfigError(f"auth.algorithms: only {sorted(allowed)} are allowed, got {bad}")
         if self.slurm.backend not in {"auto", "cli", "pyslurm"}:
             raise ConfigError("slurm.backend: one of auto, cli, pyslurm")
+        if self.slurm.conf_path and not os.path.isabs(self.slurm.conf_path):
+            raise ConfigError("slurm.conf_path: an absolute path (or empty)")
         if n.vnc_flavor not in {"auto", "turbovnc", "tigervnc"}:
             raise ConfigError("node.vnc_flavor: one of auto, turbovnc, tigervnc")
         if n.apptainer_unsquash not in {"auto", "always", "never"}:

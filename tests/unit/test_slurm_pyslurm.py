@@ -48,7 +48,7 @@ FAKE_PYSLURM = textwrap.dedent(
     class RPCError(PyslurmError):
         def __init__(self, errno=-1, msg=None):
             self.errno = errno
-            self.msg = msg or f"slurm error {errno}"
+            self.msg = msg or f"slurm error {errno}"  # the real one: slurm_strerror(errno)
             super().__init__(self.msg)
 
 
@@ -56,14 +56,36 @@ FAKE_PYSLURM = textwrap.dedent(
         INIT_CALLS.append(config_path)
 
 
+    # The real JobSubmitDescription is a cdef class: an unknown attribute is an
+    # AttributeError, never silently kept. These are real attribute names (checked against
+    # pyslurm 25.11.2 by tests/slurm2511/test_pyslurm_shape.py).
+    SUBMIT_ATTRS = frozenset({
+        "name", "cpus_per_task", "memory_per_node", "time_limit", "working_directory",
+        "environment", "script", "user_id", "group_id", "partitions", "gres_per_node",
+        "standard_output", "nodes", "ntasks", "ntasks_per_node", "constraints", "account",
+        "qos", "mail_types", "is_requeueable", "priority",
+    })
+
+
     class JobSubmitDescription:
         def __init__(self, **kwargs):
             for k, v in kwargs.items():
                 setattr(self, k, v)
 
+        def __setattr__(self, key, value):
+            if key not in SUBMIT_ATTRS:
+                raise AttributeError(
+                    f"'pyslurm.core.job.submission.JobSubmitDescription' object has no "
+                    f"attribute '{key}'"
+                )
+            object.__setattr__(self, key, value)
+
         def submit(self):
             if "submit" in RAISE:
                 raise RAISE["submit"]
+            if not getattr(self, "environment", None):
+                # pyslurm exports "ALL" for an empty environment; slurmctld refused that here.
+                raise RPCError(2019, "I/O error writing script/environment to file")
             SUBMITTED.append(dict(vars(self)))
             return 4242
 
@@ -79,12 +101,12 @@ FAKE_PYSLURM = textwrap.dedent(
             return JOBS[job_id]
 
         def cancel(self):
-            if "cancel" in RAISE:
-                raise RAISE["cancel"]
+            # The real one never raises: it ignores Slurm's answer (unknown id, finished
+            # job, and even an unreachable controller are all silent).
             CANCELLED.append(self.id)
 
 
-    class Jobs(dict):
+    class Jobs(dict):  # the real one: a MultiClusterMap keyed by int job id
         @staticmethod
         def load(preload_passwd_info=False, frozen=False):
             if "load" in RAISE:
@@ -102,6 +124,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text(FAKE_PYSLURM)
     monkeypatch.delenv("PYSLURM_DISABLE_AUTO_INIT", raising=False)
+    monkeypatch.delenv("SLURM_CONF", raising=False)
     monkeypatch.delitem(sys.modules, "pyslurm", raising=False)
     monkeypatch.syspath_prepend(str(tmp_path / "fakepkgs"))
     monkeypatch.setattr(pb, "lookup_account", lambda user, min_uid: ALICE)
@@ -164,6 +187,24 @@ def test_import_disables_auto_init_and_inits_once(fake: None) -> None:
     pb.import_pyslurm()
     assert mod().IMPORT_ENV == "1"
     assert mod().INIT_CALLS == [None]
+
+
+def test_init_gets_the_configured_slurm_conf(
+    fake: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("ClusterName=x\n")
+    monkeypatch.setenv("PYSLURM_DISABLE_AUTO_INIT", "")  # empty would not disable it
+    pb.import_pyslurm(str(conf))
+    assert mod().IMPORT_ENV == "1" and mod().INIT_CALLS == [str(conf)]
+
+
+def test_init_falls_back_to_slurm_conf_env(
+    fake: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLURM_CONF", "/etc/site/slurm.conf")
+    pb.import_pyslurm()
+    assert mod().INIT_CALLS == ["/etc/site/slurm.conf"]
 
 
 async def test_submit_maps_the_request(
@@ -251,7 +292,15 @@ async def test_info_many_maps_states(fake: None) -> None:
     b.module.JOBS.update(
         {
             1: job(1, "RUNNING"),
-            2: job(2, "PENDING", state_reason="BeginTime", batch_host="", allocated_nodes=""),
+            2: job(
+                2,
+                "PENDING",
+                state_reason="BeginTime",
+                batch_host=None,  # as pyslurm 25.11 reports a pending job
+                allocated_nodes=None,
+                start_time=None,
+                end_time=None,
+            ),
             3: job(3, "COMPLETED"),
             4: job(4, "FAILED", state_reason="NonZeroExitCode", exit_code=3),
             5: job(5, "CANCELLED", exit_code=0, exit_code_signal=15),
@@ -317,18 +366,56 @@ async def test_cancel_checks_the_owner(fake: None) -> None:
         await b.cancel("7;id", "alice")
 
 
-@pytest.mark.parametrize(
-    ("errno", "exc"), [(2021, None), (2017, None), (1800, SlurmUnavailable), (2002, SlurmError)]
-)
-async def test_cancel_errors(fake: None, errno: int, exc: type[Exception] | None) -> None:
+@pytest.mark.parametrize(("errno", "exc"), [(1800, SlurmUnavailable), (2002, SlurmError)])
+async def test_cancel_errors(fake: None, errno: int, exc: type[Exception]) -> None:
+    """``Job(id).cancel()`` never raises: the owner check's ``Job.load`` is what can fail."""
     b = PyslurmBackend(SlurmConfig())
     b.module.JOBS[7] = job(7, "RUNNING")
-    b.module.RAISE["cancel"] = b.module.RPCError(errno)
-    if exc is None:
-        await b.cancel("7", "alice")
-    else:
+    orig = b.module.Job.load
+
+    def failing(jid: int) -> Any:
+        raise b.module.RPCError(errno)
+
+    b.module.Job.load = staticmethod(failing)
+    try:
         with pytest.raises(exc):
             await b.cancel("7", "alice")
+    finally:
+        b.module.Job.load = orig
+    assert b.module.CANCELLED == []
+
+
+async def test_submit_always_passes_an_environment(fake: None, script: Path) -> None:
+    b = PyslurmBackend(SlurmConfig())
+    await b.submit(request(script, env={}))
+    assert mod().SUBMITTED[0]["environment"]["PATH"] == validate.SAFE_PATH
+
+
+async def test_submit_maps_the_batch_fields(fake: None, script: Path) -> None:
+    b = PyslurmBackend(SlurmConfig())
+    await b.submit(
+        request(
+            script,
+            nodes=2,
+            ntasks=4,
+            ntasks_per_node=2,
+            constraint="viz&a100",
+            gpu_type="a100",
+            account="proj1",
+            qos="interactive",
+            mail_type="END,FAIL",
+            requeue=False,
+        )
+    )
+    d = mod().SUBMITTED[0]
+    assert (d["nodes"], d["ntasks"], d["ntasks_per_node"]) == (2, 4, 2)
+    assert (d["constraints"], d["gres_per_node"]) == ("viz&a100", "gpu:a100:2")
+    assert (d["account"], d["qos"], d["mail_types"], d["is_requeueable"]) == (
+        "proj1",
+        "interactive",
+        "END,FAIL",
+        False,
+    )
 
 
 async def test_on_call_hook(fake: None, script: Path) -> None:
@@ -368,3 +455,12 @@ def test_unavailable_errno_ranges() -> None:
 
 def test_module_is_a_module(fake: None) -> None:
     assert isinstance(pb.import_pyslurm(), ModuleType)
+
+
+def test_auto_refuses_pyslurm_without_a_readable_slurm_conf(fake: None, tmp_path: Path) -> None:
+    """libslurm ends the process on an unreadable slurm.conf: auto never gets that far."""
+    missing = str(tmp_path / "nope" / "slurm.conf")
+    assert pb.pyslurm_available(missing) is False
+    b = make_backend(SlurmConfig(backend="auto", conf_path=missing), 1000)
+    assert isinstance(b, SlurmCliBackend)
+    assert "pyslurm" not in sys.modules or not mod().INIT_CALLS

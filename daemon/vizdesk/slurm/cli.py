@@ -248,7 +248,7 @@ class SlurmCliBackend(SlurmBackend):
         account = await asyncio.to_thread(lookup_account, req.user, self.min_uid)
         script = await asyncio.to_thread(read_script, req.script)
         argv = self.submit_argv(req)
-        env = user_env(account, req.env)
+        env = user_env(account, req.env, self.cfg.conf_path)
         started, ok = time.monotonic(), False
         try:
             res = await self._run(argv, env, script.encode())
@@ -269,7 +269,9 @@ class SlurmCliBackend(SlurmBackend):
         started, ok = time.monotonic(), False
         try:
             res = await self._run(
-                self.submit_argv(req, test_only=True), user_env(account, req.env), script.encode()
+                self.submit_argv(req, test_only=True),
+                user_env(account, req.env, self.cfg.conf_path),
+                script.encode(),
             )
             if res.returncode != 0:
                 raise self._submit_error(res)
@@ -283,7 +285,7 @@ class SlurmCliBackend(SlurmBackend):
         wanted = {str(j) for j in job_ids}
         started, ok = time.monotonic(), False
         try:
-            res = await self._run(self.squeue_argv(), base_env(), None)
+            res = await self._run(self.squeue_argv(), base_env(self.cfg.conf_path), None)
             if res.returncode != 0:
                 raise SlurmUnavailable(
                     f"squeue failed (exit {res.returncode}): {res.err_text[-500:]}"
@@ -302,7 +304,7 @@ class SlurmCliBackend(SlurmBackend):
         account = await asyncio.to_thread(lookup_account, user, self.min_uid)
         started, ok = time.monotonic(), False
         try:
-            res = await self._run(argv, user_env(account), None)
+            res = await self._run(argv, user_env(account, None, self.cfg.conf_path), None)
             text = res.err_text
             if res.returncode == 0 or any(m in text.lower() for m in _CANCEL_DONE_MARKERS):
                 ok = True

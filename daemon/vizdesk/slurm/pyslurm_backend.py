@@ -1,36 +1,46 @@
 """Slurm through pyslurm 25.11 (the C API), for clusters whose Slurm matches pyslurm.
 
-Written against pyslurm 25.11.2's API (read from its sdist: ``pyslurm/__init__.py``,
-``core/job/job.pyx``, ``core/job/submission.pyx``, ``core/error.pyx``):
+Written against pyslurm 25.11.2 as observed on a live Slurm 25.11.7 controller
+(``tests/slurm2511/``, built by ``testbed/slurm2511.sh``; the unit tests' fake is checked
+against the real objects by ``tests/slurm2511/test_pyslurm_shape.py``):
 
-* ``PYSLURM_DISABLE_AUTO_INIT=1`` is set before the import (otherwise importing without a
-  readable ``slurm.conf`` blocks for a minute and exits); the API is then initialised
-  once with ``pyslurm.slurm_init()``.
-* submit: ``pyslurm.JobSubmitDescription(name=, cpus_per_task=, memory_per_node=<MiB>,
-  time_limit=<minutes>, partitions=, gres_per_node="gpu:N", working_directory=,
-  standard_output=, environment=<dict>, script=<text>, user_id=, group_id=).submit()``
-  → job id. ``user_id``/``group_id`` make the job run as the user; slurmctld accepts them
-  only from root or SlurmUser, so the daemon must run as one of those with this backend.
-  With a dict ``environment`` pyslurm exports exactly that dict plus the daemon's
-  ``SLURM_*`` variables. The script text is passed (read by the daemon), as with the CLI.
-  ``slurm.extra_sbatch_args`` has no equivalent here and is ignored (logged once).
-* info: ``pyslurm.Jobs.load()`` (one RPC for all jobs), ``.values()`` over all clusters;
-  ``Job.state`` is ``slurm_job_state_string()`` (a flag such as COMPLETING wins over the
-  base state, like 22.05's squeue JSON), times are epoch ints or None, ``exit_code`` /
-  ``exit_code_signal`` are decoded from the wait status.
-* cancel: ``pyslurm.Job.load(id)`` to check the owner, then ``pyslurm.Job(id).cancel()``
-  (SIGKILL through slurm_kill_job: slurmd sends SIGTERM, waits KillWait, then SIGKILL,
-  exactly like ``scancel``). ``RPCError.errno`` 2017 (invalid job id) or 2021 (already
-  done) mean the job is gone already: success.
+* ``PYSLURM_DISABLE_AUTO_INIT`` (any non-empty value) is set before the import, then
+  ``pyslurm.slurm_init(config_path)`` runs once with ``slurm.conf_path`` or ``$SLURM_CONF``
+  (None: libslurm's compiled-in default). libslurm *exits the process* on an unreadable
+  slurm.conf, so ``slurm.backend: auto`` first tries import + init in a subprocess.
+* submit: ``JobSubmitDescription(name=, cpus_per_task=, memory_per_node=<MiB>,
+  time_limit=<minutes>, working_directory=, environment=<dict>, script=<text>,
+  user_id=, group_id=)`` plus ``partitions``, ``gres_per_node`` ("gpu[:type]:N"),
+  ``standard_output``, ``nodes``, ``ntasks``, ``ntasks_per_node``, ``constraints``,
+  ``account``, ``qos``, ``mail_types`` ("END,FAIL"), ``is_requeueable``; ``.submit()``
+  returns an int. It is a cdef class: a wrong attribute name is an AttributeError.
+  ``user_id``/``group_id`` are honoured only from root or SlurmUser. The environment is
+  always passed (an empty one becomes "ALL" and slurmctld answered errno 2019); pyslurm
+  adds every ``SLURM_*`` variable of the daemon's own environment to it. There is no
+  ``--test-only`` equivalent (no start estimates with this backend).
+* info: ``Jobs.load()`` (one RPC answering every job; a MultiClusterMap keyed by int id).
+  ``Job.state`` a string ("RUNNING"), ``state_reason`` the literal "None" when there is
+  none, ``batch_host``/``allocated_nodes`` None while pending, times int epoch seconds or
+  None (a running job carries its *expected* end time), ``exit_code``/``exit_code_signal``
+  ints (a cancelled running job: 0 and 15).
+* cancel: ``Job.load(id)`` (``RPCError`` errno 2017 for an unknown id: gone already) to
+  check the owner, then ``Job(id).cancel()``, which never raises (it ignores Slurm's
+  answer), so existence and ownership are checked here.
+* errors: ``RPCError`` with ``.errno``/``.msg``; 1800 when slurmctld is down (after about
+  15 s, slurm.conf's MessageTimeout); ``slurm.extra_sbatch_args`` has no equivalent here
+  and is ignored (logged once).
 
-Every blocking call runs in a worker thread with the configured timeout.
+Every blocking call runs in a worker thread with ``slurm.command_timeout_seconds``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -78,27 +88,82 @@ _UNAVAILABLE_RANGES = (
 
 _import_lock = threading.Lock()
 _INIT_MARK = "_vizdesk_slurm_initialised"
+#: How long ``auto`` lets its probe subprocess import and initialise pyslurm.
+PROBE_TIMEOUT_SECONDS = 30.0
+_PROBE = (
+    "import os, sys\n"
+    "os.environ['PYSLURM_DISABLE_AUTO_INIT'] = '1'\n"
+    "import pyslurm\n"
+    "pyslurm.slurm_init(sys.argv[1] or None)\n"
+)
 
 
-def import_pyslurm() -> ModuleType:
-    """Import pyslurm without its blocking auto-init, then initialise it once."""
-    os.environ.setdefault("PYSLURM_DISABLE_AUTO_INIT", "1")
+def _disable_auto_init() -> None:
+    # pyslurm 25.11 skips its import-time slurm_init() for any non-empty value ("0" too);
+    # an empty value would not.
+    if not os.environ.get("PYSLURM_DISABLE_AUTO_INIT"):
+        os.environ["PYSLURM_DISABLE_AUTO_INIT"] = "1"
+
+
+def conf_path_of(conf_path: str = "") -> str:
+    """The slurm.conf pyslurm is initialised with: ``slurm.conf_path``, else SLURM_CONF."""
+    return conf_path or os.environ.get("SLURM_CONF", "")
+
+
+def import_pyslurm(conf_path: str = "") -> ModuleType:
+    """Import pyslurm without its auto-init, then ``slurm_init(<slurm.conf>)`` once.
+
+    libslurm exits the process when it cannot read its configuration: callers that must
+    survive a broken Slurm set-up check with :func:`pyslurm_available` first.
+    """
+    _disable_auto_init()
     with _import_lock:
         mod = importlib.import_module("pyslurm")
         if not getattr(mod, _INIT_MARK, False):
             init = getattr(mod, "slurm_init", None)
             if callable(init):
-                init()
+                init(conf_path_of(conf_path) or None)
             setattr(mod, _INIT_MARK, True)
     return mod
 
 
-def pyslurm_available() -> bool:
-    """True when ``import pyslurm`` works (with auto-init disabled)."""
-    os.environ.setdefault("PYSLURM_DISABLE_AUTO_INIT", "1")
+def pyslurm_available(conf_path: str = "") -> bool:
+    """True when pyslurm imports and ``slurm_init`` succeeds (``slurm.backend: auto``).
+
+    Both are tried in a subprocess first: a libslurm built for another Slurm version fails
+    to load, and ``slurm_init`` on an unreadable slurm.conf ends the whole process.
+    """
+    _disable_auto_init()
+    with _import_lock:
+        mod = sys.modules.get("pyslurm")
+        if mod is not None and getattr(mod, _INIT_MARK, False):
+            return True
+    if importlib.util.find_spec("pyslurm") is None:
+        return False
+    path = conf_path_of(conf_path)
+    if path and not os.access(path, os.R_OK):
+        return False
     try:
-        importlib.import_module("pyslurm")
-    except (Exception, SystemExit):  # ImportError, OSError from a mismatched libslurm...
+        res = subprocess.run(
+            [sys.executable, "-c", _PROBE, path],
+            capture_output=True,
+            timeout=PROBE_TIMEOUT_SECONDS,
+            check=False,
+            # The probe imports pyslurm from where this process would.
+            env={
+                **os.environ,
+                "PYSLURM_DISABLE_AUTO_INIT": "1",
+                "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+            },
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    if res.returncode != 0:
+        log.info("slurm.pyslurm_unavailable", stderr=res.stderr.decode(errors="replace")[-300:])
+        return False
+    try:
+        import_pyslurm(conf_path)
+    except (Exception, SystemExit):
         return False
     return True
 
@@ -202,7 +267,7 @@ class PyslurmBackend(SlurmBackend):
     @property
     def module(self) -> ModuleType:
         if self._mod is None:
-            self._mod = import_pyslurm()
+            self._mod = import_pyslurm(self.cfg.conf_path)
         return self._mod
 
     def submit_description(
@@ -250,7 +315,7 @@ class PyslurmBackend(SlurmBackend):
         check_request(req)
         account = await asyncio.to_thread(lookup_account, req.user, self.min_uid)
         script = await asyncio.to_thread(read_script, req.script)
-        env = user_env(account, req.env)
+        env = user_env(account, req.env, self.cfg.conf_path)
 
         def work() -> str:
             desc = self.submit_description(req, account.uid, account.gid, script, env)

@@ -133,13 +133,19 @@ def check_request(req: SubmitRequest) -> None:
             raise InvalidSubmission(f"invalid value for environment variable {key}")
 
 
-def base_env() -> dict[str, str]:
-    """The minimal environment for Slurm client commands (never the daemon's own)."""
+def base_env(conf_path: str = "") -> dict[str, str]:
+    """The minimal environment for Slurm client commands (never the daemon's own).
+
+    ``conf_path`` (``slurm.conf_path``), when set, is the ``SLURM_CONF`` of the commands
+    and jobs; otherwise the daemon's own ``SLURM_CONF`` is passed on when it has one.
+    """
     env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8"}
     for key in _PASSTHROUGH_ENV:
         value = os.environ.get(key)
         if value:
             env[key] = value
+    if conf_path:
+        env["SLURM_CONF"] = conf_path
     return env
 
 
@@ -148,9 +154,11 @@ def base_env() -> dict[str, str]:
 JOB_UMASK = 0o077
 
 
-def user_env(account: Account, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def user_env(
+    account: Account, extra: Mapping[str, str] | None = None, conf_path: str = ""
+) -> dict[str, str]:
     """Minimal environment of ``account`` plus ``extra`` (the job's VIZDESK_* variables)."""
-    env = base_env()
+    env = base_env(conf_path)
     env.update(HOME=account.home, USER=account.name, LOGNAME=account.name, SHELL=account.shell)
     env["SLURM_UMASK"] = f"{JOB_UMASK:04o}"
     if extra:
