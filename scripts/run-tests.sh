@@ -9,6 +9,9 @@ step() { printf '\n=== %s ===\n' "$*"; }
 step "test-only dependencies (Chromium, node packages)"
 scripts/test-deps.sh
 
+step "Slurm 25.11 + pyslurm build (background; cached by checksum)"
+testbed/slurm2511.sh build-bg
+
 step "lint (ruff) and types (mypy)"
 "$VENV/bin/ruff" check daemon tests bench
 "$VENV/bin/mypy"
@@ -19,6 +22,13 @@ if command -v node >/dev/null && [ -d tests/js ]; then
 fi
 
 step "pytest: unit, integration, security, e2e, ops, browser, container"
+rc=0
 "$VENV/bin/pytest" -ra --durations=15 \
   --cov=vizdesk --cov-report=term:skip-covered --cov-report=xml:test-output/coverage.xml \
-  --junitxml=test-output/junit.xml "$@"
+  --junitxml=test-output/junit.xml "$@" || rc=$?
+
+step "Slurm 25.11 tier: the pyslurm backend on a real Slurm 25.11"
+tier=0
+testbed/slurm2511-tier.sh || tier=$?
+if ((rc != 0)); then exit "$rc"; fi
+exit "$tier"

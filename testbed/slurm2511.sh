@@ -24,7 +24,7 @@ umask 022
 DIR=${VIZDESK_SLURM2511_DIR:-/var/lib/vizdesk-slurm2511}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HERE")
-VENDOR=${VIZDESK_VENDOR_DIR:-/work/shared/vendor}
+VENDOR=${VIZDESK_VENDOR_DIR:-$(cd "$REPO/.." && pwd)/shared/vendor}
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
 
