@@ -100,7 +100,7 @@ take_lock() {
     exec 9>"$DIR/.lock"
     flock -w 900 9 || die "another slurm2511.sh holds $DIR/.lock for more than 15 min"
 }
-nolock() { "$@" 8>&- 9>&-; }
+source "$HERE/common.sh" # nolock
 
 # --- build --------------------------------------------------------------------------------
 
@@ -282,7 +282,7 @@ cmd_build_bg() {
     mkdir -p "$DIR" "$LOG"
     # Already built and nothing changed: nothing to start. Otherwise one detached build;
     # a second build-bg while it runs just waits on the lock in the background too.
-    setsid nohup "${BASH_SOURCE[0]}" build >"$LOG/build-bg.log" 2>&1 </dev/null 8>&- 9>&- &
+    nolock setsid nohup "${BASH_SOURCE[0]}" build >"$LOG/build-bg.log" 2>&1 </dev/null &
     say "build started in the background (pid $!, log $LOG/build-bg.log)"
 }
 

@@ -191,9 +191,8 @@ for family, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET, "127.0.0.1"))
 PY
 }
 
-# nolock COMMAND...: run a daemon without inheriting the lock file descriptor (fd 9),
-# which would otherwise keep $DIR/.lock locked for as long as the daemon lives.
-nolock() { "$@" 9>&-; }
+# nolock: testbed/common.sh
+source "$HERE/common.sh"
 
 # wait_for SECONDS DESCRIPTION COMMAND...: retry COMMAND every 0.2 s until it succeeds.
 wait_for() {
