@@ -4,6 +4,9 @@
 // Env:  VIZDESK_URL            base URL (e.g. http://127.0.0.1:8080)
 //       VIZDESK_TOKEN          a JWT for alice (long-lived)
 //       VIZDESK_SHORT_TOKEN    a JWT for alice that expires soon (renewal step; skipped if unset)
+//       VIZDESK_SHORT_TOKEN_URL  or: a URL answering {"token": ...} with such a JWT, fetched
+//                              when the renewal step starts (its expiry then does not depend
+//                              on how long the steps before it took on a busy machine)
 //       VIZDESK_RENEW_TOKEN    the fresh JWT pasted in its place (default VIZDESK_TOKEN)
 //       VIZDESK_OUTPUT         screenshots + summary.json (default test-output/browser/batch)
 //       VIZDESK_CHROMIUM       browser binary (default /usr/bin/chromium)
@@ -30,6 +33,14 @@ import { chromium } from "playwright-core";
 const BASE = (process.env.VIZDESK_URL ?? "").replace(/\/+$/, "");
 const TOKEN = process.env.VIZDESK_TOKEN ?? "";
 const SHORT = process.env.VIZDESK_SHORT_TOKEN ?? "";
+const SHORT_URL = process.env.VIZDESK_SHORT_TOKEN_URL ?? "";
+
+async function shortToken() {
+  if (!SHORT_URL) return SHORT;
+  const resp = await fetch(SHORT_URL);
+  if (!resp.ok) throw new Error(`short token from ${SHORT_URL}: HTTP ${resp.status}`);
+  return (await resp.json()).token;
+}
 const RENEW = process.env.VIZDESK_RENEW_TOKEN ?? TOKEN;
 const OUT = resolve(process.env.VIZDESK_OUTPUT ?? "test-output/browser/batch");
 const CHROMIUM = process.env.VIZDESK_CHROMIUM ?? "/usr/bin/chromium";
@@ -328,11 +339,12 @@ try {
   void bigUploadId;
 
   // --- 8. token renewal with a desktop and an upload open ------------------------------------
-  if (SHORT) {
+  if (SHORT || SHORT_URL) {
+    const short = await shortToken();
     await page.goto(`${BASE}/`);
     await page.evaluate(() => sessionStorage.clear());
     await page.goto("about:blank");
-    await page.goto(`${BASE}/#token=${encodeURIComponent(SHORT)}&/new/${encodeURIComponent(BIG_T)}`);
+    await page.goto(`${BASE}/#token=${encodeURIComponent(short)}&/new/${encodeURIComponent(BIG_T)}`);
     await visible("#jobform-view");
     await throttle(Number(process.env.VIZDESK_RENEW_UPLOAD_KBPS ?? 2000));
     const smallBig = makeFile("renew.bin", Number(process.env.VIZDESK_RENEW_MB ?? 120));
@@ -367,7 +379,7 @@ try {
     await page.click("#desktop-stop");
     await page.click("#desktop-stop");
   } else {
-    log("renewal step skipped (no VIZDESK_SHORT_TOKEN)");
+    log("renewal step skipped (no VIZDESK_SHORT_TOKEN or VIZDESK_SHORT_TOKEN_URL)");
   }
 
   check(!foreign.length, `third-party requests: ${foreign}`);

@@ -16,15 +16,17 @@ the test bed (plus clipboard both ways and the scheduler banner), not the daemon
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +219,27 @@ def check_batch_summary(summary: dict[str, Any], *, renewal: bool) -> None:
         assert summary["renewal"]["websockets"] == 0
 
 
+def short_token_server(mint: Callable[[], str]) -> str:
+    """A loopback URL that answers each GET with {"token": mint()}: the renewal step fetches
+    its soon-expiring token when it starts, not when the test starts."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"token": mint()}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/token"
+
+
 @pytest.mark.e2e
 def test_batch_portal_on_testbed(daemon: Any) -> None:
     """The batch side in Chromium on the test bed daemon, with the shipped templates
@@ -227,7 +250,7 @@ def test_batch_portal_on_testbed(daemon: Any) -> None:
         pytest.fail(reason)
     env = {
         "VIZDESK_TOKEN": daemon.token("alice"),
-        "VIZDESK_SHORT_TOKEN": daemon.token("alice", ttl=90),
+        "VIZDESK_SHORT_TOKEN_URL": short_token_server(lambda: daemon.token("alice", ttl=90)),
         "VIZDESK_RENEW_TOKEN": daemon.token("alice"),
         "VIZDESK_BIG_TEMPLATE": "checksum",
         "VIZDESK_BIG_SLOT": "data",
@@ -242,11 +265,11 @@ def test_batch_portal_on_testbed(daemon: Any) -> None:
 
 def test_batch_portal_against_standin(standin_url: str) -> None:
     """DEV AID: the same script against the stand-in (fake jobs, minimal tus)."""
-    with urllib.request.urlopen(f"{standin_url}/_standin/token?ttl=45", timeout=5) as resp:
-        short = json.loads(resp.read())["token"]
     token = subprocess.run([sys.executable, str(STANDIN), "--print-token"], capture_output=True,
                            text=True, check=True).stdout.strip()  # fmt: skip
-    env = {"VIZDESK_TOKEN": token, "VIZDESK_SHORT_TOKEN": short, "VIZDESK_RENEW_TOKEN": token,
-           "VIZDESK_STANDIN": "1", "VIZDESK_UPLOAD_KBPS": "60000"}  # fmt: skip
+    short_url = f"{standin_url}/_standin/token?ttl=45"
+    env = {"VIZDESK_TOKEN": token, "VIZDESK_SHORT_TOKEN_URL": short_url,
+           "VIZDESK_RENEW_TOKEN": token, "VIZDESK_STANDIN": "1",
+           "VIZDESK_UPLOAD_KBPS": "60000"}  # fmt: skip
     summary = run_batch_e2e(standin_url, env, OUTPUT / "batch-standin")
     check_batch_summary(summary, renewal=True)
