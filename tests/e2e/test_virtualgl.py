@@ -30,7 +30,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import Testbed, cleanup_jobs, start_daemon, stop_daemon, wait_for_state
+from tests.conftest import cleanup_jobs, start_daemon, stop_daemon, wait_for_state
 from tests.e2e.test_session_lifecycle import create, open_desktop, session_processes
 from tests.helpers.rfb_client import WsStream, full_framebuffer, handshake
 from tests.helpers.vglbed import require_vgl_bed
@@ -47,7 +47,7 @@ WIDTH, HEIGHT = 1024, 768
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[f"{f}-{b}" for f, b in CASES])
-def vgl_daemon(request: pytest.FixtureRequest, testbed: Testbed) -> Iterator[Any]:
+def vgl_daemon(request: pytest.FixtureRequest, testbed: Any) -> Iterator[Any]:
     flavor, backend = request.param
     bed = require_vgl_bed()
     node: dict[str, Any] = {

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from vizdesk.config import Config, ConfigError, NodeConfig
+from vizdesk.node.password import write_xauthority
 from vizdesk.node.virtualgl import (
-    append_xauthority,
     is_x_display,
+    merge_xauthority,
     vgl_device,
     xauthority_to_merge,
 )
@@ -53,24 +54,29 @@ def test_xauthority_to_merge_only_for_the_3d_x_server() -> None:
 
 
 @pytest.mark.skipif(shutil.which("xauth") is None, reason="xauth (package xauth) not installed")
-def test_append_xauthority_is_a_valid_merge(tmp_path: Path) -> None:
+def test_merge_xauthority_puts_the_3d_x_servers_cookie_first(tmp_path: Path) -> None:
     session, extra = tmp_path / "session", tmp_path / "extra"
-    for path, display, cookie in ((session, ":5", "11" * 16), (extra, ":93", "22" * 16)):
-        path.touch()
-        subprocess.run(["xauth", "-f", str(path), "add", display, ".", cookie], check=True)
-    append_xauthority(str(session), str(extra))
+    write_xauthority(session, bytes.fromhex("11" * 16))  # the wrapper's wildcard entry
+    session.chmod(0o600)
+    extra.touch()
+    subprocess.run(["xauth", "-f", str(extra), "add", ":93", ".", "22" * 16], check=True)
+    merge_xauthority(str(session), str(extra))
     listed = subprocess.run(
         ["xauth", "-f", str(session), "list"], capture_output=True, text=True, check=True
-    ).stdout
-    assert "11" * 16 in listed and "22" * 16 in listed
-    assert ":93" in listed and ":5" in listed
+    ).stdout.splitlines()
+    # libXau takes the first match and the wildcard matches every display: the 3D X
+    # server's entry must come before it.
+    assert len(listed) == 2, listed
+    assert listed[0].split()[0].endswith(":93") and listed[0].split()[-1] == "22" * 16
+    assert listed[1].split()[-1] == "11" * 16
+    assert session.stat().st_mode & 0o777 == 0o600
 
 
-def test_append_xauthority_unreadable_raises(tmp_path: Path) -> None:
+def test_merge_xauthority_unreadable_raises(tmp_path: Path) -> None:
     session = tmp_path / "session"
     session.touch()
     with pytest.raises(OSError):
-        append_xauthority(str(session), str(tmp_path / "missing"))
+        merge_xauthority(str(session), str(tmp_path / "missing"))
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,12 @@ session, so a later ``vglrun app`` inside the desktop uses the same device and n
 VirtualGL's default ``:0`` (which may be another user's display).
 
 A GLX 3D X server needs its cookie in the session's Xauthority: the entries of
-``node.virtualgl_xauthority`` are appended to it (the file format is a plain sequence
-of entries, so appending is a valid merge).
+``node.virtualgl_xauthority`` are put in front of the session's own (the file format is a
+plain sequence of entries). In front, because libXau uses the first entry that matches,
+and the session's entry is a wildcard (any address, any display): behind it, the 3D X
+server would be sent the VNC display's cookie (verified: "Invalid MIT-MAGIC-COOKIE-1 key"
+with TigerVNC, whose Xvnc leaves the file as it is; TurboVNC's vncserver happens to
+rewrite it with its own entries first).
 """
 
 from __future__ import annotations
@@ -47,15 +51,20 @@ def xauthority_to_merge(node: NodeConfig, device: str | None) -> str | None:
     return node.virtualgl_xauthority
 
 
-def append_xauthority(session_xauthority: str, extra: str) -> None:
-    """Append the entries of ``extra`` to the session's Xauthority file.
+def merge_xauthority(session_xauthority: str, extra: str) -> None:
+    """Put the entries of ``extra`` in front of those of the session's Xauthority file.
 
     Raises OSError when ``extra`` cannot be read (the caller reports it as the reason).
     """
     with open(extra, "rb") as src:
         data = src.read()
-    fd = os.open(session_xauthority, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+    fd = os.open(session_xauthority, os.O_RDWR | os.O_NOFOLLOW)
     try:
-        os.write(fd, data)
+        own = b""
+        while chunk := os.read(fd, 65536):
+            own += chunk
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.ftruncate(fd, 0)
+        os.write(fd, data + own)
     finally:
         os.close(fd)

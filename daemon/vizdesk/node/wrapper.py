@@ -394,7 +394,7 @@ class Wrapper:
         if extra is None:
             return
         try:
-            virtualgl.append_xauthority(xauth, extra)
+            virtualgl.merge_xauthority(xauth, extra)
         except OSError as exc:
             raise StartupError(
                 f"cannot read node.virtualgl_xauthority {extra}: {exc.strerror}"
