@@ -137,11 +137,11 @@ fetch_source() {
     var=VIZDESK_${name^^}_UPSTREAM_SHA256
     sha=${!var:-}
     if [[ -z $sha ]]; then
-        sha=$(curl -fsSL --retry 3 "https://api.github.com/repos/$repo/releases/tags/$tag" |
-            "$PYTHON" -c 'import json,sys; n=sys.argv[1]; print(next(a["digest"].split(":",1)[1] for a in json.load(sys.stdin)["assets"] if a["name"]==n and a.get("digest","").startswith("sha256:")))' "$tarball") ||
+        sha=$(curl -fsSL --retry 3 --connect-timeout 20 --max-time 600 "https://api.github.com/repos/$repo/releases/tags/$tag" |
+            "$PYTHON" -c 'import json,sys; n=sys.argv[1]; print(next(a["digest"].split(":",1)[1] for a in json.load(sys.stdin)["assets"] if a["name"]==n and a.get("digest","").startswith("sha256:")))' "$tarball" 2>/dev/null) ||
             die_unbuildable "$file is not in $VENDOR and the published checksum of $url cannot be read (set $var)"
     fi
-    curl -fsSL --retry 3 -o "$dl.part" "$url" || die_unbuildable "$file is not in $VENDOR and the download of $url failed"
+    curl -fsSL --retry 3 --connect-timeout 20 --max-time 600 -o "$dl.part" "$url" || die_unbuildable "$file is not in $VENDOR and the download of $url failed"
     got=$(sha256sum "$dl.part" | awk '{print $1}')
     [[ $got == "$sha" ]] || die "$url: SHA256 $got, published $sha"
     mv "$dl.part" "$dl"
