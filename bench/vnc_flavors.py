@@ -114,14 +114,15 @@ class Server:
             self.desktop = rig.start(name + "-desktop", desktop, env=self.env)
 
     def xvnc_pid(self) -> int:
-        """The Xvnc process (TurboVNC: the child of vncserver)."""
+        """The Xvnc process of our display (TurboVNC's vncserver starts it detached)."""
         import psutil
 
-        root = psutil.Process(self.proc.proc.pid)
-        for p in [root, *root.children(recursive=True)]:
-            if p.name() in ("Xvnc", "Xtigervnc"):
-                return p.pid
-        raise RuntimeError(f"no Xvnc under {self.flavor}'s pid {root.pid}")
+        for p in psutil.process_iter(["name", "cmdline"]):
+            if p.info["name"] in ("Xvnc", "Xtigervnc") and f":{self.display}" in (
+                p.info["cmdline"] or []
+            ):
+                return int(p.pid)
+        raise RuntimeError(f"no Xvnc on :{self.display} ({self.flavor})")
 
     def stop(self) -> None:
         for p in (self.desktop, self.proc):
