@@ -88,6 +88,19 @@ take_lock() {
     flock -w 300 9 || die "another vgl.sh holds $DIR/.lock for more than 5 min"
 }
 nolock() { "$@" 8>&- 9>&-; }
+# detach CMD...: run CMD in the background with no descriptor but 0-2 inherited. A caller
+# may hold the test-bed lock (`flock /tmp/vizdesk-bed.lock ...` passes its descriptor on):
+# a daemon or a background build that kept it would hold that lock as long as it runs.
+# $! is CMD itself (setsid execs it: a background subshell is no process-group leader).
+detach() {
+    (
+        for fd in /proc/$BASHPID/fd/*; do
+            fd=${fd##*/}
+            if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+        done
+        exec setsid "$@"
+    ) &
+}
 
 # --- build --------------------------------------------------------------------------------
 
@@ -205,7 +218,7 @@ cmd_build() {
 
 cmd_build_bg() {
     mkdir -p "$DIR" "$LOG"
-    setsid nohup "${BASH_SOURCE[0]}" build >"$LOG/build-bg.log" 2>&1 </dev/null 8>&- 9>&- &
+    detach nohup "${BASH_SOURCE[0]}" build >"$LOG/build-bg.log" 2>&1 </dev/null
     say "build started in the background (pid $!, log $LOG/build-bg.log)"
 }
 
@@ -255,9 +268,8 @@ start_xvfb() {
     touch "$XVFB_AUTH"
     xauth -f "$XVFB_AUTH" add "$disp" . "$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
     chmod 0644 "$XVFB_AUTH"
-    # Not through a function: $! must be Xvfb itself (setsid execs it, we are no group leader).
-    setsid Xvfb "$disp" -auth "$XVFB_AUTH" -screen 0 1920x1200x24 +extension GLX -nolisten tcp \
-        -noreset >"$LOG/xvfb3d.log" 2>&1 </dev/null 8>&- 9>&- &
+    detach Xvfb "$disp" -auth "$XVFB_AUTH" -screen 0 1920x1200x24 +extension GLX -nolisten tcp \
+        -noreset >"$LOG/xvfb3d.log" 2>&1 </dev/null
     echo $! >"$XVFB_PID"
     local i
     for ((i = 0; i < 100; i++)); do
