@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -165,6 +166,11 @@ class NodeConfig:
     vizdesk_command: str = ""  # absolute path of `vizdesk` on the nodes ("" = PATH)
     vglrun: str = "vglrun"
     vgl_device: str = "egl"
+    # gpu: the desktop runs under vglrun when the job has a GPU; always: also without one
+    # (Mesa software rendering: vgl_device egl, or the 3D X server below); never
+    virtualgl: str = "gpu"  # gpu | always | never
+    virtualgl_display: str = ""  # 3D X server for VirtualGL's GLX back end without a GPU
+    virtualgl_xauthority: str = ""  # that X server's cookie file, added to the session's
     apptainer: str = "apptainer"
     apptainer_binds: list[str] = field(default_factory=list)
     # auto: extract the image (--unsquash) where the user may not use /dev/fuse
@@ -364,6 +370,13 @@ class Config:
             raise ConfigError("slurm.conf_path: an absolute path (or empty)")
         if n.vnc_flavor not in {"auto", "turbovnc", "tigervnc"}:
             raise ConfigError("node.vnc_flavor: one of auto, turbovnc, tigervnc")
+        if n.virtualgl not in {"gpu", "always", "never"}:
+            raise ConfigError("node.virtualgl: one of gpu, always, never")
+        display_re = r"[A-Za-z0-9.\-]*:\d+(\.\d+)?"
+        if n.virtualgl_display and not re.fullmatch(display_re, n.virtualgl_display):
+            raise ConfigError("node.virtualgl_display: an X display such as :93 (or empty)")
+        if n.virtualgl_xauthority and not os.path.isabs(n.virtualgl_xauthority):
+            raise ConfigError("node.virtualgl_xauthority: an absolute path (or empty)")
         if n.apptainer_unsquash not in {"auto", "always", "never"}:
             raise ConfigError("node.apptainer_unsquash: one of auto, always, never")
         if self.log.format not in {"auto", "json", "console"}:

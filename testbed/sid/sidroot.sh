@@ -15,6 +15,9 @@
 #   sidroot.sh run [-u USER] [-e K=V]... [--] CMD...   run CMD inside (as root or USER)
 #   sidroot.sh enter [-u USER]  interactive shell inside
 #   sidroot.sh images [vnc|compute]  build (or reuse) containers/*.def → .sif (needs `up`)
+#   sidroot.sh images vnc-turbovnc   vnc.def with TurboVNC + VirtualGL copied from the trees
+#                               of testbed/vgl.sh build (VGL_TREES); own catalog directory
+#                               images/build/catalog-turbovnc (not in `all`, not in catalog/)
 #   sidroot.sh venv             python venv with vizdesk from this repository (needs `up`)
 #   sidroot.sh fuse [MODE]      the root's own /dev/fuse: usable, root-only, missing, host
 #   sidroot.sh status | env | down | path | timings
@@ -581,6 +584,7 @@ build_image() {
     hash=$({
         cat "$def"
         printf '%s\n' "$@"
+        if [[ -n ${HASH_EXTRA:-} ]]; then printf '%s\n' "$HASH_EXTRA"; fi
     } | sha256sum | cut -c1-16)
     sif=$STATE/images/build/$name-$hash.sif
     for a in "$@"; do args+=(--build-arg "$a"); done
@@ -601,7 +605,7 @@ build_image() {
         timing "apptainer build $name ${*:-}" "$t0"
         # drop older builds of the same image
         local old
-        for old in "$STATE/images/build/$name"-*.sif; do
+        for old in "$STATE/images/build/$name"-????????????????.sif; do
             [[ $old == "$sif" ]] || rm -f "$old"
         done
     fi
@@ -621,6 +625,25 @@ cmd_images() {
     fi
     if [[ $which == all || $which == vnc ]]; then
         build_image vnc "$REPO/containers/vnc.def" VNC=tigervnc
+    fi
+    if [[ $which == vnc-turbovnc ]]; then
+        # The trees testbed/vgl.sh built, staged where the build user sees them.
+        local src=${VIZDESK_VGL_DIR:-/var/lib/vizdesk-vgl} dst=$STATE/images/build/vgl-trees p extra=""
+        for p in turbovnc virtualgl; do
+            [[ -f $src/$p/.vizdesk-build-stamp ]] || die "no $p build in $src (testbed/vgl.sh build)"
+            if ! cmp -s "$src/$p/.vizdesk-build-stamp" "$dst/$p/.vizdesk-build-stamp"; then
+                rm -rf "${dst:?}/$p"
+                mkdir -p "$dst"
+                cp -a "$src/$p" "$dst/$p"
+            fi
+            extra+=$(cat "$src/$p/.vizdesk-build-stamp")
+        done
+        chmod -R a+rX "$dst"
+        HASH_EXTRA=$extra build_image vnc-turbovnc "$REPO/containers/vnc.def" \
+            VNC=turbovnc VGL_TREES=/srv/vizdesk/build/vgl-trees
+        mkdir -p "$STATE/images/build/catalog-turbovnc"
+        ln -f "$STATE/images/catalog/vnc-turbovnc.sif" "$STATE/images/build/catalog-turbovnc/vnc-turbovnc.sif"
+        rm -f "$STATE/images/catalog/vnc-turbovnc.sif"
     fi
 }
 

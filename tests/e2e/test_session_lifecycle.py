@@ -1,4 +1,9 @@
-"""A real desktop session end to end: API → Slurm → Xvnc → registration → proxy → stop."""
+"""A real desktop session end to end: API → Slurm → Xvnc → registration → proxy → stop.
+
+The lifecycle tests run once per VNC server: TigerVNC's Xvnc (Debian's package) and
+TurboVNC 3.3's ``vncserver -fg`` (built from source by ``testbed/vgl.sh``), each with a
+daemon of its own whose ``node.vnc_flavor`` forces the flavour.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import aiohttp
 import psutil
 import pytest
 
-from tests.conftest import Daemon, wait_for_state
+from tests.conftest import Daemon, cleanup_jobs, start_daemon, stop_daemon, wait_for_state
 from tests.helpers.rfb_client import (
     RfbAuthFailed,
     TcpStream,
@@ -23,8 +28,29 @@ from tests.helpers.rfb_client import (
     full_framebuffer,
     handshake,
 )
+from tests.helpers.vglbed import require_vgl_bed
 
 pytestmark = pytest.mark.e2e
+
+FLAVORS = ("tigervnc", "turbovnc")
+
+
+@pytest.fixture(scope="module", params=FLAVORS)
+def flavor_daemon(request: pytest.FixtureRequest, testbed: Any) -> Any:
+    """A daemon whose desktops run on TigerVNC or on TurboVNC (built by testbed/vgl.sh)."""
+    flavor: str = request.param
+    node: dict[str, Any] = {"vnc_flavor": flavor}
+    if flavor == "turbovnc":
+        node["turbovnc_vncserver"] = require_vgl_bed()["TURBOVNC_PREFIX"] + "/bin/vncserver"
+    d = start_daemon(testbed, f"e2e-{flavor}", {"node": node})
+    d.flavor = flavor  # type: ignore[attr-defined]
+    yield d
+    stop_daemon(d)
+    cleanup_jobs(d.prefix)
+
+
+def vnc_exe(pid: int) -> str:
+    return psutil.Process(pid).exe()
 
 
 def squeue_job(job_id: str) -> dict[str, Any] | None:
@@ -78,7 +104,8 @@ async def open_desktop(
     return await connect_ws(http, daemon.url + ticket["ws_path"])
 
 
-async def test_desktop_session_end_to_end(http, daemon, redis_admin, testbed) -> None:
+async def test_desktop_session_end_to_end(http, flavor_daemon, redis_admin, testbed) -> None:
+    daemon = flavor_daemon
     t0 = time.monotonic()
     created = await create(http, daemon)
     sid = created["id"]
@@ -103,6 +130,13 @@ async def test_desktop_session_end_to_end(http, daemon, redis_admin, testbed) ->
     reg = json.loads(await redis_admin.get(f"{daemon.prefix}reg:{sid}"))
     assert reg["session_id"] == sid and 5901 <= reg["port"] <= 5999
     assert await redis_admin.ttl(f"{daemon.prefix}reg:{sid}") > 0
+    # The server is the flavour asked for: TurboVNC's Xvnc from its prefix, or TigerVNC's.
+    assert reg["vnc"] == daemon.flavor
+    exe = vnc_exe(reg["vnc_pid"])
+    if daemon.flavor == "turbovnc":
+        assert exe.startswith(require_vgl_bed()["TURBOVNC_PREFIX"] + "/bin/Xvnc"), exe
+    else:
+        assert "turbovnc" not in exe, exe
 
     # Through the proxy: security None offered to the client, full framebuffer comes back.
     ws = await open_desktop(http, daemon, sid)
@@ -151,10 +185,14 @@ async def test_desktop_session_end_to_end(http, daemon, redis_admin, testbed) ->
     assert await redis_admin.get(f"{daemon.prefix}reg:{sid}") is None
     users = await redis_admin.execute_command("ACL", "USERS")
     assert f"vizdesk-s-{sid}" not in users
-    print(f"\nREADY after {ready_after:.2f}s; stopped in {time.monotonic() - t_stop:.2f}s")
+    print(
+        f"\n{daemon.flavor}: READY after {ready_after:.2f}s; "
+        f"stopped in {time.monotonic() - t_stop:.2f}s"
+    )
 
 
-async def test_users_cannot_see_each_others_sessions(http, daemon) -> None:
+async def test_users_cannot_see_each_others_sessions(http, flavor_daemon) -> None:
+    daemon = flavor_daemon
     a = (await create(http, daemon, "alice"))["id"]
     b = (await create(http, daemon, "bob"))["id"]
     try:
@@ -185,7 +223,8 @@ async def test_users_cannot_see_each_others_sessions(http, daemon) -> None:
                 pass
 
 
-async def test_admin_scancel_ends_session(http, daemon) -> None:
+async def test_admin_scancel_ends_session(http, flavor_daemon) -> None:
+    daemon = flavor_daemon
     sid = (await create(http, daemon))["id"]
     ready = await wait_for_state(http, daemon, sid, {"READY"}, timeout=20)
     subprocess.run(["scancel", ready["job_id"]], check=True)
@@ -194,7 +233,8 @@ async def test_admin_scancel_ends_session(http, daemon) -> None:
     assert "cancelled" in ended["reason"]
 
 
-async def test_killed_wrapper_leaves_ready(http, daemon, redis_admin) -> None:
+async def test_killed_wrapper_leaves_ready(http, flavor_daemon, redis_admin) -> None:
+    daemon = flavor_daemon
     sid = (await create(http, daemon))["id"]
     await wait_for_state(http, daemon, sid, {"READY"}, timeout=20)
     reg = json.loads(await redis_admin.get(f"{daemon.prefix}reg:{sid}"))
@@ -207,6 +247,11 @@ async def test_killed_wrapper_leaves_ready(http, daemon, redis_admin) -> None:
     assert not await redis_admin.exists(f"{daemon.prefix}reg:{sid}")
     final = await wait_for_state(http, daemon, sid, {"ENDED", "FAILED"}, timeout=20)
     assert final["reason"]
+    # The guardian ended the server (for TurboVNC: vncserver, its Xvnc and the xstartup).
+    deadline = time.monotonic() + 15
+    while session_processes(sid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert not session_processes(sid)
 
 
 @pytest.mark.parametrize(

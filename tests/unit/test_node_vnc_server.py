@@ -113,16 +113,16 @@ def test_choose_server(tmp_path: Path) -> None:
     assert choose_server(NodeConfig(vnc_flavor="turbovnc")).flavor == "turbovnc"
 
 
-def test_desktop_under_virtualgl_only_with_gpu_and_vglrun() -> None:
+def test_desktop_under_virtualgl_only_with_a_device_and_vglrun() -> None:
     cmd = ["startxfce4"]
-    assert desktop_argv(cmd, gpu=True, vglrun="/usr/bin/vglrun", vgl_device="egl") == [
+    assert desktop_argv(cmd, vglrun="/usr/bin/vglrun", device="egl") == [
         "/usr/bin/vglrun",
         "-d",
         "egl",
         "startxfce4",
     ]
-    assert desktop_argv(cmd, gpu=True, vglrun=None, vgl_device="egl") == cmd
-    assert desktop_argv(cmd, gpu=False, vglrun="/usr/bin/vglrun", vgl_device="egl") == cmd
+    assert desktop_argv(cmd, vglrun=None, device="egl") == cmd
+    assert desktop_argv(cmd, vglrun="/usr/bin/vglrun", device=None) == cmd
 
 
 def test_clash_detection() -> None:

@@ -229,11 +229,13 @@ def choose_server(node: NodeConfig, turbovnc_present: bool | None = None) -> Vnc
 def desktop_argv(
     command: Sequence[str],
     *,
-    gpu: bool,
     vglrun: str | None,
-    vgl_device: str,
+    device: str | None,
 ) -> list[str]:
-    """The desktop command, under ``vglrun -d DEVICE`` when a GPU and vglrun are present."""
-    if gpu and vglrun:
-        return [vglrun, "-d", vgl_device, *command]
+    """The desktop command, under ``vglrun -d DEVICE`` when a device and vglrun are given.
+
+    ``device`` comes from :func:`vizdesk.node.virtualgl.vgl_device` (None: no VirtualGL).
+    """
+    if device is not None and vglrun:
+        return [vglrun, "-d", device, *command]
     return list(command)

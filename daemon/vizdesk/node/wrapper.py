@@ -50,7 +50,7 @@ from vizdesk.contract.registration import (
     failure_json,
     utc_now_iso,
 )
-from vizdesk.node import container, fuse, procs, sweep
+from vizdesk.node import container, fuse, procs, sweep, virtualgl
 from vizdesk.node.display import parse_displayfd_output, pick_free_display, x_socket_exists
 from vizdesk.node.gpu import detect_gpus
 from vizdesk.node.guardian import DONE, handoff_line
@@ -219,6 +219,7 @@ class Wrapper:
 
         gpus = await asyncio.to_thread(detect_gpus, self.env)
         gpu = bool(gpus)
+        self._add_3d_xauthority(str(xauth), gpu)
         self._plan_image()
         adapter = await self._choose_adapter()
         log.info(
@@ -377,14 +378,27 @@ class Wrapper:
         cmd = list(self.node.desktop_command)
         if not cmd:
             raise StartupError("node.desktop_command is empty")
+        device = virtualgl.vgl_device(self.node, gpu)
         if self.job.image:
-            if gpu:
-                return container.vgl_if_present_argv(self.node.vglrun, self.node.vgl_device, cmd)
+            if device is not None:
+                return container.vgl_if_present_argv(self.node.vglrun, device, cmd)
             return cmd
-        vglrun = shutil.which(self.node.vglrun) if gpu else None
-        if gpu and not vglrun:
+        vglrun = shutil.which(self.node.vglrun) if device is not None else None
+        if device is not None and not vglrun:
             log.info("virtualgl_not_found", vglrun=self.node.vglrun)
-        return desktop_argv(cmd, gpu=gpu, vglrun=vglrun, vgl_device=self.node.vgl_device)
+        return desktop_argv(cmd, vglrun=vglrun, device=device)
+
+    def _add_3d_xauthority(self, xauth: str, gpu: bool) -> None:
+        """Give the desktop the cookie of the GLX 3D X server it renders on (if any)."""
+        extra = virtualgl.xauthority_to_merge(self.node, virtualgl.vgl_device(self.node, gpu))
+        if extra is None:
+            return
+        try:
+            virtualgl.merge_xauthority(xauth, extra)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot read node.virtualgl_xauthority {extra}: {exc.strerror}"
+            ) from exc
 
     def _wrap(
         self, argv: list[str], env: dict[str, str], gpu: bool
