@@ -12,6 +12,9 @@ scripts/test-deps.sh
 step "Slurm 25.11 + pyslurm build (background; cached by checksum)"
 testbed/slurm2511.sh build-bg
 
+step "TurboVNC 3.3 + VirtualGL 3.1.4 build (background; cached by checksum)"
+testbed/vgl.sh build-bg
+
 step "lint (ruff) and types (mypy)"
 "$VENV/bin/ruff" check daemon tests bench
 "$VENV/bin/mypy"
