@@ -144,10 +144,13 @@ start_holder() {
     install -d -m 1777 -o root -g root "$HOSTDIR/$h/tmp"
     install -d -m 0755 -o munge -g munge "$HOSTDIR/$h/munge"
     # nsenter and unshare exec (no fork): $! is the holder itself once bash execs sleep.
+    # The host's own /etc/nftables.conf (the node role's firewall tasks add a line to it).
+    [[ -e $HOSTDIR/$h/nftables.conf ]] || printf '#!/usr/sbin/nft -f\n# %s of the vizdesk cluster test bed\n' "$h" >"$HOSTDIR/$h/nftables.conf"
     setsid nsenter --net="/run/netns/$ns" unshare --mount --uts --propagation private -- \
         bash -c 'set -e; hostname "$1"; mount --bind "$2" /etc/hosts; mount --bind "$3" /tmp
-                 mount --bind "$4" "$5"; exec -a "vzc-hold-$1" sleep infinity' \
-        _ "$h" "$HOSTS_FILE" "$HOSTDIR/$h/tmp" "$HOSTDIR/$h/munge" "$MUNGE_RUN" \
+                 mount --bind "$4" "$5"; if [[ -e /etc/nftables.conf ]]; then mount --bind "$6" /etc/nftables.conf; fi
+                 exec -a "vzc-hold-$1" sleep infinity' \
+        _ "$h" "$HOSTS_FILE" "$HOSTDIR/$h/tmp" "$HOSTDIR/$h/munge" "$MUNGE_RUN" "$HOSTDIR/$h/nftables.conf" \
         </dev/null >>"$LOG/holders.log" 2>&1 9>&- &
     echo $! >"$RUN/hold-$h.pid"
     wait_for 10 "holder of $h" hold_pid "$h" || die "host $h did not come up, see $LOG/holders.log"
@@ -297,7 +300,8 @@ EOF
     done
     local list
     list=$(IFS=,; echo "${NODES[*]}")
-    echo "PartitionName=viz Nodes=$list Default=YES MaxTime=INFINITE State=UP"
+    # LLN: desktops go to the least loaded node (they spread over the cluster)
+    echo "PartitionName=viz Nodes=$list Default=YES MaxTime=INFINITE State=UP LLN=YES"
     echo "PartitionName=batch Nodes=$list Default=NO MaxTime=INFINITE State=UP"
 }
 
@@ -379,6 +383,53 @@ cluster_probe() {
     done
     say "probe: alice ran a job on ${NODES[*]}"
     date +%s >"$RUN/probe-ok"
+}
+
+# --- the node role's firewall, for real, in each node ------------------------------------
+
+OPS_VENV=${VIZDESK_OPS_VENV:-/var/lib/vizdesk-ops-venv}
+FIREWALL=off # "on" once every node has the role's rules loaded
+
+node_rules_loaded() { on "$1" nft list table inet vizdesk_node >/dev/null 2>&1; }
+
+# The firewall tasks of ansible/roles/vizdesk_node, run by ansible-playbook inside each
+# node (see cluster-firewall.yml); skipped, and said so, without the ops tools venv
+# (tests/ops builds it) or without nftables in this kernel.
+apply_node_firewall() {
+    local n want stamp
+    if [[ ! -x $OPS_VENV/bin/ansible-playbook ]]; then
+        say "WARNING: no $OPS_VENV/bin/ansible-playbook (tests/ops builds it): node firewall not applied"
+        return 0
+    fi
+    if ! on "${NODES[0]}" nft list tables >/dev/null 2>&1; then
+        say "WARNING: nftables does not work in the node namespaces here: node firewall not applied"
+        return 0
+    fi
+    if ! grep -q . /etc/nftables.conf 2>/dev/null; then
+        say "WARNING: no /etc/nftables.conf to bind the nodes' copies over: node firewall not applied"
+        return 0
+    fi
+    want=$(cat "$CHERE/cluster-firewall.yml" "$REPO"/ansible/roles/vizdesk_node/{tasks/firewall.yml,templates/vizdesk-node.nft.j2,handlers/main.yml} |
+        sha256sum | cut -d' ' -f1)
+    for n in "${NODES[@]}"; do
+        stamp=$HOSTDIR/$n/firewall.applied
+        if node_rules_loaded "$n" && [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then continue; fi
+        # The role loads the rules from a handler, i.e. when its template task changed the file.
+        rm -f "$HOSTDIR/$n/nftables.d/vizdesk-node.nft"
+        # ANSIBLE_UNSAFE_WRITES: /etc/nftables.conf is a bind mount there (no rename over it)
+        on "$n" env ANSIBLE_ROLES_PATH="$REPO/ansible/roles" ANSIBLE_LOCAL_TEMP="$HOSTDIR/$n/ansible-tmp" ANSIBLE_UNSAFE_WRITES=1 \
+            ANSIBLE_NOCOLOR=1 "$OPS_VENV/bin/ansible-playbook" -i localhost, -c local \
+            "$CHERE/cluster-firewall.yml" --start-at-task "vizdesk_node : Install nftables (Debian family)" \
+            -e "ansible_python_interpreter=$OPS_VENV/bin/python" -e vizdesk_manage_packages=false \
+            -e vizdesk_manage_firewall=true -e vizdesk_node_firewall_apply=true \
+            -e "{\"vizdesk_node_firewall_proxy_sources\": [\"$HEAD_IP\"]}" \
+            -e "vizdesk_node_nft_dir=$HOSTDIR/$n/nftables.d" >"$LOG/firewall-$n.log" 2>&1 ||
+            die "the node role's firewall failed on $n, see $LOG/firewall-$n.log"
+        node_rules_loaded "$n" || die "no vizdesk_node table on $n after the role ran, see $LOG/firewall-$n.log"
+        echo "$want" >"$stamp"
+        say "$n: node role's firewall applied (nft table inet vizdesk_node)"
+    done
+    FIREWALL=on
 }
 
 # --- the vizdesk daemon on the head -------------------------------------------------------
@@ -465,6 +516,7 @@ CLUSTER_SWITCH_NS=$SW_NS
 CLUSTER_NS_PREFIX=$NS_PREFIX
 CLUSTER_HOLD_DIR=$RUN
 CLUSTER_DAEMON_URL=http://$HEAD_IP:$DAEMON_PORT
+CLUSTER_FIREWALL=$FIREWALL
 MUNGE_SOCKET=$MUNGE_SOCKET
 EOF
 }
@@ -501,6 +553,7 @@ cmd_cluster_up() {
     for h in "${HOSTS[@]}"; do start_host_munged "$h"; done
     start_cluster_redis
     start_cluster_slurm
+    apply_node_firewall
     if ((RESTARTED)) || [[ ! -f $RUN/probe-ok ]]; then cluster_probe; fi
     start_cluster_daemon
     write_cluster_env
@@ -524,11 +577,38 @@ our_ns_pids() {
     done
 }
 
+# alive PID: PID exists and is not a zombie (this sandbox's init reaps orphans slowly).
+alive() {
+    local state
+    state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null) || return 1
+    [[ -n $state && $state != Z && $state != X ]]
+}
+
+# stop_pids TIMEOUT PID...: SIGTERM to all at once, wait for all, SIGKILL what is left.
+stop_pids() {
+    local timeout=$1 pid i left
+    shift
+    (($#)) || return 0
+    kill -TERM "$@" 2>/dev/null || true
+    for ((i = 0; i < timeout * 10; i++)); do
+        left=0
+        for pid in "$@"; do alive "$pid" && left=1; done
+        ((left)) || return 0
+        sleep 0.1
+    done
+    for pid in "$@"; do
+        if alive "$pid"; then
+            say "pid $pid ($(cat "/proc/$pid/comm" 2>/dev/null)) did not stop in ${timeout}s, killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+}
+
 cmd_cluster_down() {
     take_lock
     rm -f "$RUN/probe-ok" "$DIR/env"
-    local pid n ids
-    if pid=$(cluster_daemon_pid); then stop_pid "$pid" vizdesk 15; say "head: vizdesk daemon stopped"; fi
+    local pid n ids pids=()
+    if pid=$(cluster_daemon_pid); then pids+=("$pid"); fi
     if cluster_ctld_pid >/dev/null && cluster_ctld_ok; then
         ids=$(on head squeue -h -o %A 2>/dev/null | tr '\n' ' ' || true)
         if [[ -n ${ids// /} ]]; then
@@ -540,29 +620,30 @@ cmd_cluster_down() {
         fi
     fi
     for n in "${NODES[@]}"; do
-        if pid=$(node_slurmd_pid "$n"); then stop_pid "$pid" "slurmd on $n" 15; fi
+        if pid=$(node_slurmd_pid "$n"); then pids+=("$pid"); fi
     done
-    if pid=$(cluster_ctld_pid); then stop_pid "$pid" slurmctld 15; fi
-    if [[ -r $SECRETS/redis_password ]] && pid=$(cluster_redis_pid); then stop_pid "$pid" redis-server 10; fi
+    stop_pids 15 "${pids[@]}"
+    pids=()
+    if pid=$(cluster_ctld_pid); then pids+=("$pid"); fi
+    if [[ -r $SECRETS/redis_password ]] && pid=$(cluster_redis_pid); then pids+=("$pid"); fi
     for n in "${HOSTS[@]}"; do
-        if pid=$(host_munged_pid "$n"); then stop_pid "$pid" "munged on $n" 10; fi
+        if pid=$(host_munged_pid "$n"); then pids+=("$pid"); fi
     done
+    stop_pids 15 "${pids[@]}"
+    say "daemons stopped (vizdesk, slurmd, slurmctld, redis, munged)"
     # What is left in the cluster's namespaces (job processes, stepds) is ours too.
-    local left
-    left=$(our_ns_pids | tr '\n' ' ')
-    if [[ -n ${left// /} ]]; then
-        say "stopping leftover processes in the cluster's namespaces: $left"
-        # shellcheck disable=SC2086
-        kill -TERM $left 2>/dev/null || true
-        sleep 1
-        left=$(our_ns_pids | tr '\n' ' ')
-        # shellcheck disable=SC2086
-        [[ -z ${left// /} ]] || kill -KILL $left 2>/dev/null || true
+    local left=()
+    for pid in $(our_ns_pids); do alive "$pid" && left+=("$pid"); done
+    if ((${#left[@]})); then
+        say "stopping leftover processes in the cluster's namespaces: ${left[*]}"
+        stop_pids 5 "${left[@]}"
     fi
+    pids=()
     for n in "${HOSTS[@]}"; do
-        if pid=$(hold_pid "$n"); then stop_pid "$pid" "holder of $n" 5; fi
-        rm -f "$RUN/hold-$n.pid"
+        if pid=$(hold_pid "$n"); then pids+=("$pid"); fi
     done
+    stop_pids 5 "${pids[@]}"
+    for n in "${HOSTS[@]}"; do rm -f "$RUN/hold-$n.pid"; done
     net_down
     say "down in $(elapsed)s"
 }
