@@ -7,6 +7,7 @@
 #   cluster.sh down      stop everything it started, remove namespaces, veths and bridge
 #   cluster.sh status    one line per component; exit 0 when all are up
 #   cluster.sh exec HOST CMD...   run CMD on HOST (head, node1, node2, node3)
+#   cluster.sh delay NODE MS|off  NODE's cable through a userspace delay line (+MS RTT)
 #
 # Every host is a network namespace (/run/netns/vzc-HOST) plus a mount and UTS namespace
 # held by one "holder" process (pid file run/hold-HOST.pid): its own hostname, its own
@@ -99,7 +100,11 @@ net_up() {
             ip -n "$SW_NS" link del "$veth" 2>/dev/null || true
             ip -n "$SW_NS" link add "$veth" type veth peer name eth0 netns "$ns"
         fi
-        ip -n "$SW_NS" link set "$veth" master "$BRIDGE" up
+        if [[ $h != head ]] && delay_pid "$h" >/dev/null; then
+            ip -n "$SW_NS" link set "$veth" up # through its delay line (cluster.sh delay)
+        else
+            ip -n "$SW_NS" link set "$veth" master "$BRIDGE" up
+        fi
         ip -n "$ns" addr replace "$(ip_of "$h")/24" dev eth0
         ip -n "$ns" link set eth0 up
         # `ip netns exec` is fine for this one ioctl (nothing here needs /sys/fs/cgroup)
@@ -413,7 +418,14 @@ apply_node_firewall() {
         sha256sum | cut -d' ' -f1)
     for n in "${NODES[@]}"; do
         stamp=$HOSTDIR/$n/firewall.applied
-        if node_rules_loaded "$n" && [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then continue; fi
+        if [[ -f $stamp && $(cat "$stamp") == "$want" && -f $HOSTDIR/$n/nftables.d/vizdesk-node.nft ]]; then
+            node_rules_loaded "$n" && continue
+            # What the role set up for boot: the node's /etc/nftables.conf includes its rules.
+            if on "$n" nft -f /etc/nftables.conf && node_rules_loaded "$n"; then
+                say "$n: node firewall loaded at 'boot' (its /etc/nftables.conf, as the role set it up)"
+                continue
+            fi
+        fi
         # The role loads the rules from a handler, i.e. when its template task changed the file.
         rm -f "$HOSTDIR/$n/nftables.d/vizdesk-node.nft"
         # ANSIBLE_UNSAFE_WRITES: /etc/nftables.conf is a bind mount there (no rename over it)
@@ -519,6 +531,41 @@ CLUSTER_DAEMON_URL=http://$HEAD_IP:$DAEMON_PORT
 CLUSTER_FIREWALL=$FIREWALL
 MUNGE_SOCKET=$MUNGE_SOCKET
 EOF
+}
+
+# --- a slow node: a userspace delay line in its cable ------------------------------------
+
+delay_pid() { pid_of "$RUN/delay-$1.pid" python3 "delay_relay.py" || pid_of "$RUN/delay-$1.pid" python "delay_relay.py"; }
+
+# delay NODE MS: NODE's port on the bridge goes through delay_relay.py (+MS round trip);
+# delay NODE off: straight to the bridge again.
+cmd_delay() {
+    local n=$1 ms=$2 pid a=d-$1-a b=d-$1-b
+    take_lock
+    if pid=$(delay_pid "$n"); then stop_pids 5 "$pid"; fi
+    rm -f "$RUN/delay-$n.pid"
+    ip -n "$SW_NS" link del "$a" 2>/dev/null || true
+    if [[ $ms == off ]]; then
+        ip -n "$SW_NS" link set "v-$n" master "$BRIDGE" up
+        ip -n "$SW_NS" link set "v-$n" promisc off
+        say "$n: cable straight to the bridge"
+        return 0
+    fi
+    [[ $ms =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "delay: MS must be a number or 'off'"
+    ip -n "$SW_NS" link set "v-$n" nomaster
+    ip -n "$SW_NS" link add "$a" type veth peer name "$b"
+    ip -n "$SW_NS" link set "$b" master "$BRIDGE" up
+    ip -n "$SW_NS" link set "$a" up
+    local dev
+    for dev in "v-$n" "$a" "$b"; do
+        offloads_off "$SW_NS" --gro "$dev" || die "could not turn off offloads on $dev"
+        ip -n "$SW_NS" link set "$dev" promisc on
+    done
+    setsid ip netns exec "$SW_NS" "$PYTHON" "$CHERE/delay_relay.py" "v-$n" "$a" "$ms" \
+        </dev/null >>"$LOG/delay-$n.log" 2>&1 9>&- &
+    echo $! >"$RUN/delay-$n.pid"
+    wait_for 10 "delay relay" delay_pid "$n" || die "delay relay did not start, see $LOG/delay-$n.log"
+    say "$n: cable through a ${ms} ms delay line (pid $(cat "$RUN/delay-$n.pid"))"
 }
 
 # --- commands -----------------------------------------------------------------------------
@@ -642,6 +689,10 @@ cmd_cluster_down() {
     for n in "${HOSTS[@]}"; do
         if pid=$(hold_pid "$n"); then pids+=("$pid"); fi
     done
+    for n in "${NODES[@]}"; do
+        if pid=$(delay_pid "$n"); then pids+=("$pid"); fi
+        rm -f "$RUN/delay-$n.pid"
+    done
     stop_pids 5 "${pids[@]}"
     for n in "${HOSTS[@]}"; do rm -f "$RUN/hold-$n.pid"; done
     net_down
@@ -681,6 +732,11 @@ case $CCMD in
     up) require_root_debian; cmd_cluster_up ;;
     down) require_root_debian; cmd_cluster_down ;;
     status) require_root_debian; cmd_cluster_status ;;
+    delay)
+        require_root_debian
+        [[ $# -eq 3 ]] || die "usage: cluster.sh delay NODE MS|off"
+        cmd_delay "$2" "$3"
+        ;;
     exec)
         [[ $# -ge 3 ]] || die "usage: cluster.sh exec HOST CMD..."
         on "$2" "${@:3}"

@@ -5,7 +5,10 @@ On this sandbox's veth devices TCP stalls with the offloads on, and there is no
 ``ethtool`` binary: this does what ``ethtool -K DEV tx off sg off tso off gso off`` does,
 through the SIOCETHTOOL ioctl. Run it inside the device's network namespace:
 
-    nsenter --net=/run/netns/X python3 offloads_off.py eth0 [DEV...]
+    nsenter --net=/run/netns/X python3 offloads_off.py [--gro] eth0 [DEV...]
+
+``--gro`` also turns off generic receive offload (for a userspace relay reading frames
+with AF_PACKET: it must never see a frame bigger than the MTU).
 
 Exit 1 naming the device and setting when an ioctl fails.
 """
@@ -26,11 +29,13 @@ SETTINGS = {
     "tcp-segmentation": 0x0000001F,  # ETHTOOL_STSO
     "generic-segmentation": 0x00000024,  # ETHTOOL_SGSO
 }
+GRO = {"generic-receive": 0x0000002C}  # ETHTOOL_SGRO
 GET = {  # the matching "get" commands, to verify
     "tx-checksum": 0x00000016,
     "scatter-gather": 0x00000018,
     "tcp-segmentation": 0x0000001E,
     "generic-segmentation": 0x00000023,
+    "generic-receive": 0x0000002B,
 }
 
 
@@ -42,13 +47,18 @@ def ethtool_value(sock: socket.socket, dev: str, cmd: int, data: int = 0) -> int
     return int(struct.unpack("II", value.raw)[1])
 
 
-def main(devices: list[str]) -> int:
+def main(args: list[str]) -> int:
+    settings = dict(SETTINGS)
+    if args[:1] == ["--gro"]:
+        settings.update(GRO)
+        args = args[1:]
+    devices = args
     if not devices:
-        print("usage: offloads_off.py DEV [DEV...]", file=sys.stderr)
+        print("usage: offloads_off.py [--gro] DEV [DEV...]", file=sys.stderr)
         return 2
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for dev in devices:
-            for name, cmd in SETTINGS.items():
+            for name, cmd in settings.items():
                 try:
                     ethtool_value(sock, dev, cmd, 0)
                     left = ethtool_value(sock, dev, GET[name])
