@@ -33,5 +33,10 @@ rc=0
 step "Slurm 25.11 tier: the pyslurm backend on a real Slurm 25.11"
 tier=0
 testbed/slurm2511-tier.sh || tier=$?
+
+step "cluster tier: head + 3 compute nodes in namespaces (testbed/cluster.sh)"
+cluster=0
+VENV="$VENV" testbed/cluster-tier.sh || cluster=$?
 if ((rc != 0)); then exit "$rc"; fi
-exit "$tier"
+if ((tier != 0)); then exit "$tier"; fi
+exit "$cluster"

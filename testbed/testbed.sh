@@ -898,6 +898,9 @@ usage() {
     sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
+# Sourced (testbed/cluster.sh reuses the functions above): define them, dispatch nothing.
+if [[ ${BASH_SOURCE[0]} != "$0" ]]; then return 0; fi
+
 CMD=${1:-}
 case $CMD in
     install)

@@ -156,6 +156,9 @@ class TicketsConfig:
 class NodeConfig:
     port_min: int = 5901
     port_max: int = 5999
+    # where VNC servers listen: "" every interface, "hostname" the address the node's own
+    # name resolves to (its cluster address), or a literal IP address
+    vnc_listen: str = ""
     vnc_flavor: str = "auto"  # auto | turbovnc | tigervnc
     xvnc: str = "Xvnc"
     turbovnc_vncserver: str = "/opt/TurboVNC/bin/vncserver"

@@ -174,6 +174,42 @@ async def test_finished_job_outcomes(world) -> None:
     assert not await store.active_ids()
 
 
+async def test_node_failure_names_the_node(world) -> None:
+    _, keys, backend, store, tracker, redis = world
+    s = await add_session(store, "5101")
+    backend.jobs["5101"] = running("5101")
+    await redis.set(
+        keys.registration(s.id), json.dumps({"session_id": s.id, "port": 5962, "password": "x"})
+    )
+    await tracker.tick()
+    assert (await store.get(s.id)).state == SessionState.READY  # type: ignore[union-attr]
+    backend.jobs["5101"] = JobStatus("5101", JobState.NODE_FAIL, user="alice")
+    await tracker.tick()
+    final = await store.get(s.id)
+    assert final is not None and final.state == SessionState.FAILED
+    assert final.reason == "node failure (node1)"
+
+
+async def test_requeued_ready_desktop_fails_instead_of_pending(world) -> None:
+    """Slurm requeued the job of a READY desktop (its node died): the session does not go
+    back to queued under the same id; it FAILED naming the node, and the job is cancelled."""
+    _, keys, backend, store, tracker, redis = world
+    s = await add_session(store, "5102")
+    backend.jobs["5102"] = running("5102")
+    await redis.set(
+        keys.registration(s.id), json.dumps({"session_id": s.id, "port": 5963, "password": "x"})
+    )
+    await tracker.tick()
+    assert (await store.get(s.id)).state == SessionState.READY  # type: ignore[union-attr]
+    await redis.delete(keys.registration(s.id))
+    backend.jobs["5102"] = JobStatus("5102", JobState.PENDING, user="alice", reason="BeginTime")
+    await tracker.tick()
+    final = await store.get(s.id)
+    assert final is not None and final.state == SessionState.FAILED, final
+    assert final.reason == "node failure (node1): Slurm requeued the desktop's job"
+    assert backend.cancelled == ["5102"]
+
+
 def backdate(field: str):
     def mutate(sess: Session) -> bool:
         setattr(sess, field, datetime(2000, 1, 1, tzinfo=UTC))
@@ -205,7 +241,9 @@ async def test_lost_heartbeat_leaves_ready_after_grace(world) -> None:
     await tracker.tick()
     final = await store.get(s.id)
     assert final is not None and final.state == SessionState.FAILED
-    assert final.reason == "desktop stopped responding (heartbeat lost)"
+    assert final.reason.startswith("desktop stopped responding (heartbeat lost"), final.reason
+    if final.node:  # the reason names the node the desktop ran on
+        assert final.reason.endswith(f"from {final.node})"), final.reason
 
 
 async def test_registration_back_within_grace_keeps_ready(world) -> None:

@@ -49,6 +49,7 @@ class ServerSpec:
     xauthority: str
     private_dir: str
     desktop: Sequence[str]  # final desktop argv (already wrapped in vglrun if wanted)
+    listen: str | None = None  # address to listen on (None: every interface)
 
     @property
     def geometry(self) -> str:
@@ -132,6 +133,7 @@ class TigerVNCServer(VncServer):
             "-depth",
             str(spec.depth),
             "-localhost=0",  # the head node's proxy connects over the network
+            *(["-interface", spec.listen] if spec.listen else []),  # node.vnc_listen
             "-AlwaysShared",  # a second browser tab must not kick the first one out
             "-nolisten",
             "tcp",  # no X11 over TCP
@@ -202,6 +204,7 @@ class TurboVNCServer(VncServer):
             "-alwaysshared",
             "-nolisten",
             "tcp",
+            *(["-interface", spec.listen] if spec.listen else []),  # node.vnc_listen
         ]
 
 

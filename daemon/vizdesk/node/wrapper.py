@@ -54,6 +54,7 @@ from vizdesk.node import container, fuse, procs, sweep, virtualgl
 from vizdesk.node.display import parse_displayfd_output, pick_free_display, x_socket_exists
 from vizdesk.node.gpu import detect_gpus
 from vizdesk.node.guardian import DONE, handoff_line
+from vizdesk.node.listen import ListenError, listen_address, probe_host
 from vizdesk.node.logs import setup_logging
 from vizdesk.node.password import PrivateDir, generate_password, write_vncpasswd, write_xauthority
 from vizdesk.node.ports import pick_free_port, port_is_free
@@ -150,6 +151,7 @@ class Wrapper:
         self.unsquash = False  # extract the image instead of a FUSE mount (see _plan_image)
         self.fuse_note = ""  # why FUSE is not usable here, for failure reasons
         self.failure_reported = False  # a failure record stands in the registration key
+        self._listen: tuple[str | None] | None = None  # node.vnc_listen, resolved once
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> int:
@@ -529,6 +531,7 @@ class Wrapper:
             xauthority=xauth,
             private_dir=str(self.private.path),
             desktop=self._desktop_command(gpu) if adapter.runs_desktop else (),
+            listen=self._listen_address(),
         )
         adapter.prepare(spec)
         rfd = wfd = -1
@@ -561,6 +564,14 @@ class Wrapper:
             await self._stop_child(child)
             raise
         return Started(server=child, port=port, display=display)
+
+    def _listen_address(self) -> str | None:
+        if self._listen is None:
+            try:
+                self._listen = (listen_address(self.node.vnc_listen),)
+            except ListenError as exc:
+                raise StartupError(str(exc)) from None
+        return self._listen[0]
 
     def _failure(self, child: Child, port: int, what: str) -> StartupError:
         tail = " | ".join(list(child.output)[-5:])
@@ -616,7 +627,7 @@ class Wrapper:
             if child.proc.returncode is not None:
                 await self._settle(child)
                 raise self._failure(child, port, "exited during start-up")
-            banner = await rfb_banner("127.0.0.1", port, wait=2.0)
+            banner = await rfb_banner(probe_host(self._listen_address()), port, wait=2.0)
             if is_rfb3(banner):
                 await self._check_listener(port, child)
                 return

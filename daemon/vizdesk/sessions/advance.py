@@ -85,6 +85,8 @@ def finished_outcome(status: JobStatus, session: Session) -> tuple[SessionState,
         return SessionState.FAILED, session.cancel_reason
     if status.state == JobState.COMPLETED and session.ready_at is None:
         return SessionState.FAILED, "job ended before the desktop was ready"
+    if status.state == JobState.NODE_FAIL and session.node:
+        return SessionState.FAILED, f"node failure ({session.node})"
     if status.state in FINISHED:
         return FINISHED[status.state]
     code = f" (exit code {status.exit_code})" if status.exit_code is not None else ""
@@ -138,6 +140,8 @@ class SessionTracking(RecordTracker[Session, SessionState]):
         return SessionState.ENDED, stopped_reason(record)
 
     async def queued(self, record: Session, status: JobStatus) -> Session | None:
+        if record.ready_at is not None and record.state == SessionState.READY:
+            return await self._requeued(record, status)
         await self._reject_early_registration(record, status)
         state, default = self.OUTCOMES.queued
         if status.state == JobState.SUSPENDED:
@@ -185,6 +189,20 @@ class SessionTracking(RecordTracker[Session, SessionState]):
             )
         node = status.batch_host or status.nodes
         return await self._apply(session, SessionState.STARTING, f"starting on {node}", status)
+
+    async def _requeued(self, session: Session, status: JobStatus) -> Session | None:
+        """A READY desktop's job is queued again: Slurm requeued it (its node failed, or
+        an admin's ``scontrol requeue``). Whatever starts next is another desktop (another
+        node, port, password): this one ended. vizdesk submits desktops with
+        ``--no-requeue``; this covers jobs submitted before that or requeued by hand."""
+        node = session.node or "its node"
+        reason = f"node failure ({node}): Slurm requeued the desktop's job"
+        log.warning(
+            "session.requeued", session=session.id, user=session.user,
+            job_id=session.job_id, node=session.node, slurm_reason=status.reason,
+        )  # fmt: skip
+        await self.cancel_in_slurm(session)
+        return await self._finish(session, SessionState.FAILED, reason, status)
 
     async def _fail_running(
         self, session: Session, status: JobStatus, event: str, error: str, what: str
@@ -239,7 +257,9 @@ class SessionTracking(RecordTracker[Session, SessionState]):
             return await self.store.update(session.id, mark)
         if now - since <= grace:
             return session
-        reason = "desktop stopped responding (heartbeat lost)"
+        reason = "desktop stopped responding (heartbeat lost" + (
+            f" from {session.node})" if session.node else ")"
+        )
 
         def stopping(s: Session) -> bool:
             if s.state != SessionState.READY:

@@ -7,6 +7,7 @@ the API authenticates and validates, the tracker follows the job, the proxy conn
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -102,6 +103,10 @@ class Spawner(SessionRole):
             output=output,
             env=self.job_env(session, acl_user, acl_password),
         )
+        # A desktop is never requeued: when its node dies, Slurm would otherwise put the
+        # job back to PENDING under the same id, and a new VNC server on another node
+        # (new port, new password) is not the desktop the user had open.
+        submit = dataclasses.replace(submit, requeue=False)
         try:
             job_id = await self.backend.submit(submit)
         except SlurmError as exc:
