@@ -304,7 +304,7 @@ def test_rejection_message_without_final_line() -> None:
 
 
 async def test_info_many_is_one_squeue_call_filtered_in_python(fakes: Fakes) -> None:
-    b = backend(fakes)
+    b = backend(fakes, squeue_query="json")
     fakes.mode("squeue", f"file:{FIX / 'squeue-26.05-all.json'}")
     got = await b.info_many(["9", "10", "12", "999999"])
     assert set(got) == {"9", "10", "12"}
@@ -325,7 +325,7 @@ async def test_info_many_large_output(fakes: Fakes, tmp_path: Path) -> None:
     big = tmp_path / "big.json"
     big.write_text(json.dumps(doc))
     assert big.stat().st_size > cli_mod._BIG_OUTPUT
-    b = backend(fakes)
+    b = backend(fakes, squeue_query="json")
     fakes.mode("squeue", f"file:{big}")
     got = await b.info_many([str(i) for i in range(1, 400)])
     assert len(got) == 300
@@ -342,7 +342,7 @@ async def test_info_many_large_output(fakes: Fakes, tmp_path: Path) -> None:
     ],
 )
 async def test_info_many_failures(fakes: Fakes, mode: str, exc: type[Exception]) -> None:
-    b = backend(fakes)
+    b = backend(fakes, squeue_query="json")
     fakes.mode("squeue", mode)
     with pytest.raises(exc):
         await b.info_many(["1"])
@@ -404,7 +404,7 @@ async def test_cancel_refuses_bad_ids(fakes: Fakes, job_id: str) -> None:
 
 async def test_on_call_hook_sees_every_call(fakes: Fakes, script: Path) -> None:
     seen: list[tuple[str, bool]] = []
-    b = backend(fakes)
+    b = backend(fakes, squeue_query="json")
     b.on_call = lambda op, seconds, ok: seen.append((op, ok)) if seconds >= 0 else None
     fakes.mode("squeue", f"file:{FIX / 'squeue-22.05-all.json'}")
     await b.submit(request(script))
