@@ -25,7 +25,7 @@ FMT=$("$PY" -c 'from vizdesk.slurm.squeue_text import format_option; print(forma
 case $VER in
 22.05)
     # shellcheck disable=SC1091
-    . /var/lib/vizdesk-testbed/env
+    SLURM_CONF=$(sed -n "s/^SLURM_CONF=//p" /var/lib/vizdesk-testbed/env)
     export SLURM_CONF
     WORK=$(mktemp -d /tmp/vizdesk-fixtures.XXXXXX)
     chmod 1777 "$WORK"

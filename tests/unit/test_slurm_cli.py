@@ -429,3 +429,46 @@ def test_prefix_substitution_and_requirement(fakes: Fakes) -> None:
         b.prefix_for("alice bob")
     with pytest.raises(ValueError):
         SlurmCliBackend(SlurmConfig(submit_prefix=["runuser", "--"]))
+
+
+async def test_text_query_asks_for_the_tracked_ids_only(fakes: Fakes) -> None:
+    b = backend(fakes)  # slurm.squeue_query: text (the default)
+    fakes.mode("squeue", f"file:{FIX / 'squeue-26.05-text-states.txt'}")
+    kinds = dict(
+        line.split("=", 1)
+        for line in (FIX / "squeue-26.05-text-ids.txt").read_text().split("\n")
+        if line
+    )
+    asked = [kinds["running"], kinds["failed_exit3"], "999999", "not-an-id"]
+    got = await b.info_many(asked)
+    assert set(got) == {kinds["running"], kinds["failed_exit3"]}  # what was asked, known
+    (call,) = fakes.calls("squeue")
+    ordered = sorted([kinds["running"], kinds["failed_exit3"], "999999"], key=int)
+    assert call["argv"][1:5] == [
+        "--noheader",
+        "--all",
+        "--states=all",
+        "--jobs=" + ",".join(ordered),
+    ]
+    assert call["argv"][5].startswith("--Format=JobID:0")
+    assert call["env"]["SLURM_TIME_FORMAT"] == "%s"
+
+
+async def test_text_query_of_one_forgotten_id_is_no_job(fakes: Fakes) -> None:
+    b = backend(fakes)
+    fakes.mode("squeue", "fail:1:slurm_load_jobs error: Invalid job id specified\n")
+    assert await b.info_many(["77"]) == {}
+    with pytest.raises(SlurmUnavailable):  # with two ids the same answer is not "unknown"
+        await b.info_many(["77", "78"])
+    fakes.mode("squeue", "fail:1:slurm_load_jobs error: Unable to contact slurm controller\n")
+    with pytest.raises(SlurmUnavailable):
+        await b.info_many(["77"])
+    assert await b.ping() is False
+
+
+async def test_text_ping_asks_for_the_daemons_own_jobs(fakes: Fakes) -> None:
+    b = backend(fakes)
+    assert await b.ping() is True
+    (call,) = fakes.calls("squeue")
+    assert call["argv"][1:] == ["--noheader", "--me", "--format=%A"]
+    assert await b.info_many([]) == {}

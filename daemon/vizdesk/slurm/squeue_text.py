@@ -23,7 +23,8 @@ and takes the rest of the record). Which fields, and what their values look like
   ``None`` means none);
 * ``UserName``, ``Partition``, ``BatchHost``, ``NodeList`` (``(null)`` or empty before the
   job runs);
-* ``exit_code`` (``<exit>:<signal>``; empty when Slurm has none);
+* ``exit_code`` (23.02+: ``<exit>:<signal>``; 22.05: the raw ``wait()`` status, 768 =
+  exit 3; empty when Slurm has none);
 * ``SubmitTime``, ``StartTime``, ``EndTime`` (epoch seconds, ``0``/``N/A``/``Unknown``
   when unset; a pending job's start/end are Slurm's expectations, as in the JSON);
 * ``Name`` (last).
@@ -39,6 +40,7 @@ from datetime import UTC, datetime
 import structlog
 
 from .base import JobState, JobStatus, SlurmError
+from .squeue_json import _exit_info as raw_exit_info
 from .squeue_json import state_from_names
 
 log = structlog.get_logger("vizdesk.slurm")
@@ -100,7 +102,12 @@ def _host(value: str) -> str:
 
 
 def _exit_info(value: str) -> tuple[int | None, int | None]:
-    code, _, sig = value.strip().partition(":")
+    """(exit code, signal): 23.02+ print ``<exit>:<signal>``, 22.05 the raw ``wait()``
+    status (768 = exit 3, 9 = killed by SIGKILL)."""
+    v = value.strip()
+    if v.isdigit():
+        return raw_exit_info(int(v))
+    code, _, sig = v.partition(":")
     if not (code.isdigit() and sig.isdigit()):
         return None, None
     if int(sig):
