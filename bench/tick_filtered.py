@@ -4,14 +4,18 @@ Run (test bed up, inside the bed lock, as root)::
 
     flock -o /tmp/vizdesk-bed.lock .venv/bin/python bench/tick_filtered.py [--known 9800] [--json F]
 
-It fills the test bed's slurmctld with held jobs (``sbatch --hold --wrap true`` as root,
-cancelled by id at the end, also on Ctrl-C) up to ``--known`` jobs, then measures one
-``SlurmCliBackend.info_many(<tracked ids>)`` interleaved (old, new, old, new ...):
+It fills the test bed's slurmctld with held jobs (``sbatch --hold --wrap true``: 1,000 of
+alice = the tracked ones, then bob's up to ``--known`` = the rest of the cluster; all
+cancelled by id at the end, also on Ctrl-C), then measures one tick's query interleaved
+(old, new, by owner, old, ...):
 
 * old = ``slurm.squeue_query: json``: ``squeue --json --all --states=all`` of every job
   + vizdesk's JSON parser + the filter in Python (what the tracker did before);
 * new = ``slurm.squeue_query: text``: ``squeue --jobs=<tracked ids> --Format=...``
-  with separators + :func:`vizdesk.slurm.squeue_text.parse_squeue_text`.
+  with separators + :func:`vizdesk.slurm.squeue_text.parse_squeue_text`
+  (``info_many``: with more than one id squeue still loads every job);
+* by owner = ``info_owned`` (what the tracker calls, it knows each job's user): one
+  ``squeue --user=alice --Format`` (slurmctld packs only alice's jobs).
 
 for 1,000 and 10 tracked jobs. Client CPU = this process + its children (rusage);
 slurmctld CPU = utime+stime of the pid in the test bed's pid file (/proc/<pid>/stat,
@@ -57,10 +61,11 @@ def cancel_held() -> None:
         subprocess.run(["scancel", *ids[i : i + 500]], capture_output=True, check=False)
 
 
-def submit_one(_: int) -> str:
+def submit_one(user: str) -> str:
     out = subprocess.run(
-        ["sbatch", "--parsable", "--hold", "--job-name=vzbench-filtered", "--time=1",
-         "--chdir=/tmp", "--output=/dev/null", "--wrap", "true"],
+        ["runuser", "-u", user, "--", "sbatch", "--parsable", "--hold",
+         "--job-name=vzbench-filtered", "--time=1", "--chdir=/tmp", "--output=/dev/null",
+         "--wrap", "true"],
         capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
     if out.returncode != 0:
@@ -75,13 +80,17 @@ def known_jobs() -> int:
     return len(out.stdout.split())
 
 
-def fill(target: int) -> None:
-    need = target - known_jobs()
+def fill(target: int, tracked: int) -> list[str]:
+    """``tracked`` held jobs of alice (what vizdesk tracks), then bob's up to ``target``
+    (the rest of the cluster's jobs). Returns alice's ids."""
+    need = max(target - known_jobs() - tracked, 0)
     t0 = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        for jid in pool.map(submit_one, range(max(need, 0))):
-            _held.append(jid)
-    print(f"submitted {max(need, 0)} held jobs in {time.monotonic() - t0:.1f} s", flush=True)
+        mine = list(pool.map(submit_one, ["alice"] * tracked))
+        _held.extend(mine)
+        _held.extend(pool.map(submit_one, ["bob"] * need))
+    print(f"submitted {tracked + need} held jobs in {time.monotonic() - t0:.1f} s", flush=True)
+    return mine
 
 
 def ctld_cpu(pid: int) -> float:
@@ -94,11 +103,16 @@ def client_cpu() -> float:
     return time.process_time() + r.ru_utime + r.ru_stime
 
 
-def measure(backend: SlurmCliBackend, ids: list[str], ticks: int, pid: int) -> dict[str, float]:
+def measure(
+    backend: SlurmCliBackend, ids: list[str], ticks: int, pid: int, by_owner: bool = False
+) -> dict[str, float]:
     async def run() -> int:
         n = 0
         for _ in range(ticks):
-            got = await backend.info_many(ids)
+            if by_owner:  # what the tracker calls: it knows each job's user
+                got = await backend.info_owned(dict.fromkeys(ids, "alice"))
+            else:
+                got = await backend.info_many(ids)
             n = len(got)
         return n
 
@@ -126,7 +140,7 @@ def main() -> None:
     atexit.register(cancel_held)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     info = machine()
-    fill(args.known)
+    mine = fill(args.known, 1000)
     known = known_jobs()
     print(f"slurmctld knows {known} jobs; load {os.getloadavg()}", flush=True)
     base = {"conf_path": env["SLURM_CONF"], "command_timeout_seconds": 120.0}
@@ -135,14 +149,19 @@ def main() -> None:
     rows: list[list[Any]] = []
     raw: dict[str, Any] = {"machine": info, "known": known, "cases": {}}
     for tracked in (1000, 10):
-        ids = _held[:tracked]
-        samples: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
+        ids = mine[:tracked]
+        samples: dict[str, list[dict[str, float]]] = {"old": [], "new": [], "owner": []}
         for _ in range(args.rounds):
             samples["old"].append(measure(old, ids, 2, pid))
-            samples["new"].append(measure(new, ids, 20, pid))
+            samples["new"].append(measure(new, ids, 10, pid))
+            samples["owner"].append(measure(new, ids, 10, pid, by_owner=True))
         med = {k: {m: median([s[m] for s in v]) for m in v[0]} for k, v in samples.items()}
         raw["cases"][tracked] = {"samples": samples, "median": med}
-        for k, label in (("old", "old: squeue --json, all jobs"), ("new", "new: --jobs --Format")):
+        for k, label in (
+            ("old", "old: squeue --json, all jobs"),
+            ("new", "new: --jobs=<ids> --Format"),
+            ("owner", "new, tracker: --user=<owner> --Format"),
+        ):
             m = med[k]
             rows.append([
                 known, tracked, label, fmt(m["wall_ms"]), fmt(m["client_cpu_ms"]),

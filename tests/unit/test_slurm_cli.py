@@ -472,3 +472,24 @@ async def test_text_ping_asks_for_the_daemons_own_jobs(fakes: Fakes) -> None:
     (call,) = fakes.calls("squeue")
     assert call["argv"][1:] == ["--noheader", "--me", "--format=%A"]
     assert await b.info_many([]) == {}
+
+
+async def test_tracker_query_per_owner(fakes: Fakes) -> None:
+    """Few owners: one ``squeue --user=<u>`` each (slurmctld filters); ids missing from
+    those answers are asked about by id once more; many owners: one --jobs query."""
+    b = backend(fakes)
+    fakes.mode("squeue", f"file:{FIX / 'squeue-26.05-text-states.txt'}")
+    kinds = dict(
+        line.split("=", 1)
+        for line in (FIX / "squeue-26.05-text-ids.txt").read_text().split("\n")
+        if line
+    )
+    owners = {kinds["running"]: "alice", kinds["completed"]: "alice", "999999": "bob"}
+    got = await b.info_owned(owners)
+    assert set(got) == {kinds["running"], kinds["completed"]}
+    argvs = [c["argv"][1:] for c in fakes.calls("squeue")]
+    assert argvs[0][-1] == "--user=alice" and argvs[1][-1] == "--user=bob"
+    assert argvs[2][3] == "--jobs=999999"  # bob's answer lacked it: asked by id
+    many = {str(i): f"user{i}" for i in range(1, 8)}
+    await b.info_owned(many)
+    assert fakes.calls("squeue")[-1]["argv"][4].startswith("--jobs=1,2,")
