@@ -15,7 +15,10 @@ cancelled by id at the end, also on Ctrl-C), then measures one tick's query inte
   with separators + :func:`vizdesk.slurm.squeue_text.parse_squeue_text`
   (``info_many``: with more than one id squeue still loads every job);
 * by owner = ``info_owned`` (what the tracker calls, it knows each job's user): one
-  ``squeue --user=alice --Format`` (slurmctld packs only alice's jobs).
+  ``squeue --user=<owner> --Format`` (slurmctld packs only that user's jobs).
+
+Cases: 1,000 and 10 of alice's 1,000 jobs, and 10 jobs of a user (root) who has only
+those: the by-owner query costs what the tracked users have in Slurm.
 
 for 1,000 and 10 tracked jobs. Client CPU = this process + its children (rusage);
 slurmctld CPU = utime+stime of the pid in the test bed's pid file (/proc/<pid>/stat,
@@ -62,8 +65,9 @@ def cancel_held() -> None:
 
 
 def submit_one(user: str) -> str:
+    prefix = [] if user == "root" else ["runuser", "-u", user, "--"]
     out = subprocess.run(
-        ["runuser", "-u", user, "--", "sbatch", "--parsable", "--hold",
+        [*prefix, "sbatch", "--parsable", "--hold",
          "--job-name=vzbench-filtered", "--time=1", "--chdir=/tmp", "--output=/dev/null",
          "--wrap", "true"],
         capture_output=True, text=True, check=False, timeout=60,
@@ -80,17 +84,19 @@ def known_jobs() -> int:
     return len(out.stdout.split())
 
 
-def fill(target: int, tracked: int) -> list[str]:
-    """``tracked`` held jobs of alice (what vizdesk tracks), then bob's up to ``target``
-    (the rest of the cluster's jobs). Returns alice's ids."""
-    need = max(target - known_jobs() - tracked, 0)
+def fill(target: int, tracked: int) -> tuple[list[str], list[str]]:
+    """``tracked`` held jobs of alice and 10 of root (what vizdesk tracks), then bob's up
+    to ``target`` (the rest of the cluster's jobs). Returns alice's ids and root's."""
+    need = max(target - known_jobs() - tracked - 10, 0)
     t0 = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         mine = list(pool.map(submit_one, ["alice"] * tracked))
         _held.extend(mine)
+        few = list(pool.map(submit_one, ["root"] * 10))
+        _held.extend(few)
         _held.extend(pool.map(submit_one, ["bob"] * need))
-    print(f"submitted {tracked + need} held jobs in {time.monotonic() - t0:.1f} s", flush=True)
-    return mine
+    print(f"submitted {tracked + 10 + need} held jobs in {time.monotonic() - t0:.1f} s")
+    return mine, few
 
 
 def ctld_cpu(pid: int) -> float:
@@ -104,13 +110,13 @@ def client_cpu() -> float:
 
 
 def measure(
-    backend: SlurmCliBackend, ids: list[str], ticks: int, pid: int, by_owner: bool = False
+    backend: SlurmCliBackend, ids: list[str], ticks: int, pid: int, owner: str = ""
 ) -> dict[str, float]:
     async def run() -> int:
         n = 0
         for _ in range(ticks):
-            if by_owner:  # what the tracker calls: it knows each job's user
-                got = await backend.info_owned(dict.fromkeys(ids, "alice"))
+            if owner:  # what the tracker calls: it knows each job's user
+                got = await backend.info_owned(dict.fromkeys(ids, owner))
             else:
                 got = await backend.info_many(ids)
             n = len(got)
@@ -140,7 +146,7 @@ def main() -> None:
     atexit.register(cancel_held)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     info = machine()
-    mine = fill(args.known, 1000)
+    mine, few = fill(args.known, 1000)
     known = known_jobs()
     print(f"slurmctld knows {known} jobs; load {os.getloadavg()}", flush=True)
     base = {"conf_path": env["SLURM_CONF"], "command_timeout_seconds": 120.0}
@@ -148,23 +154,24 @@ def main() -> None:
     new = SlurmCliBackend(SlurmConfig(squeue_query="text", **base))
     rows: list[list[Any]] = []
     raw: dict[str, Any] = {"machine": info, "known": known, "cases": {}}
-    for tracked in (1000, 10):
-        ids = mine[:tracked]
+    cases = [(1000, mine, "alice"), (10, mine, "alice"), (10, few, "root")]
+    for tracked, pool_ids, owner in cases:
+        ids = pool_ids[:tracked]
         samples: dict[str, list[dict[str, float]]] = {"old": [], "new": [], "owner": []}
         for _ in range(args.rounds):
             samples["old"].append(measure(old, ids, 2, pid))
             samples["new"].append(measure(new, ids, 10, pid))
-            samples["owner"].append(measure(new, ids, 10, pid, by_owner=True))
+            samples["owner"].append(measure(new, ids, 10, pid, owner=owner))
         med = {k: {m: median([s[m] for s in v]) for m in v[0]} for k, v in samples.items()}
-        raw["cases"][tracked] = {"samples": samples, "median": med}
+        raw["cases"][f"{tracked}-{owner}"] = {"samples": samples, "median": med}
         for k, label in (
             ("old", "old: squeue --json, all jobs"),
             ("new", "new: --jobs=<ids> --Format"),
-            ("owner", "new, tracker: --user=<owner> --Format"),
+            ("owner", f"new, tracker: --user={owner} --Format"),
         ):
             m = med[k]
             rows.append([
-                known, tracked, label, fmt(m["wall_ms"]), fmt(m["client_cpu_ms"]),
+                known, f"{tracked} of {owner}", label, fmt(m["wall_ms"]), fmt(m["client_cpu_ms"]),
                 fmt(m["slurmctld_cpu_ms"]),
                 fmt(ratio(m["client_cpu_ms"], med["old"]["client_cpu_ms"])),
                 fmt(ratio(m["slurmctld_cpu_ms"], med["old"]["slurmctld_cpu_ms"])),
