@@ -80,8 +80,8 @@ async def seed(r: aioredis.Redis, prefix: str) -> str:
 
     started = time.monotonic()
     for user in USERS:
-        for base in range(0, PER_USER, 250):
-            await asyncio.gather(*(one(user, base + i) for i in range(250)))
+        for base in range(0, PER_USER, 50):
+            await asyncio.gather(*(one(user, base + i) for i in range(50)))
     await r.delete(keys.active_sessions, keys.active_jobs)
     live = Session(
         id=new_session_id(), user="bob", time_limit_minutes=60, geometry="1280x800",
@@ -210,8 +210,15 @@ async def run(args: argparse.Namespace, env: dict[str, str], url: str, cfg: Any)
     from vizdesk.auth.tokens import mint_token
 
     password = Path(env["REDIS_PASSWORD_FILE"]).read_text().strip()
-    r = aioredis.Redis.from_url(env["REDIS_URL"], password=password, decode_responses=True)
+    r = aioredis.Redis.from_url(
+        env["REDIS_URL"], password=password, decode_responses=True, max_connections=200
+    )
     out: dict[str, Any] = {}
+    left = 0
+    async for key in r.scan_iter(match="vzbench-scale-*", count=1000):  # an aborted run's
+        left += await r.delete(key)
+    if left:
+        print(f"removed {left} keys of an earlier aborted run")
     try:
         sid = await seed(r, args.prefix)
         alice = {"Authorization": f"Bearer {mint_token(cfg.auth, 'alice', [], 3600)}"}
