@@ -70,8 +70,8 @@ def submit_one(user: str) -> str:
         [*prefix, "sbatch", "--parsable", "--hold",
          "--job-name=vzbench-filtered", "--time=1", "--chdir=/tmp", "--output=/dev/null",
          "--wrap", "true"],
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip (slurmctld may be busy purging an earlier run's jobs)
     if out.returncode != 0:
         raise RuntimeError(f"sbatch failed: {out.stderr.strip()}")
     return out.stdout.strip().split(";")[0]
