@@ -55,6 +55,9 @@ class RedisConfig:
     node_url: str = ""  # how compute nodes reach Redis; defaults to url
     # let the daemon enable keyspace events (K$) so a registration wakes the tracker at once
     keyspace_notifications: bool = True
+    # connections of the daemon's pool; a command waits this long for a free one
+    max_connections: int = 100
+    pool_timeout_seconds: float = 10.0
 
     def password(self) -> str | None:
         env = os.environ.get("VIZDESK_REDIS_PASSWORD_DAEMON")
