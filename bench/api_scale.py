@@ -43,7 +43,7 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 import yaml
-from _common import fmt, machine, pct, ratio, table, write_json
+from _common import cpu_snapshot, cpu_used, fmt, machine, pct, ratio, table, write_json
 from api_latency import cleanup, read_env, start_daemon, stop_daemon, write_config
 
 TESTBED_DIR = Path(os.environ.get("VIZDESK_TESTBED_DIR", "/var/lib/vizdesk-testbed"))
@@ -131,6 +131,35 @@ async def open_loop(
     }
 
 
+async def closed_loop(
+    http: aiohttp.ClientSession, urls: list[str], headers: dict[str, str], n: int, pid: int
+) -> dict[str, float]:
+    """``n`` requests by 10 workers back to back: latency and the daemon's CPU per request
+    (what a request costs, whatever else the machine does)."""
+    lat: list[float] = []
+    left = n
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            t0 = time.perf_counter()
+            async with http.get(random.choice(urls), headers=headers) as resp:
+                await resp.read()
+            lat.append(time.perf_counter() - t0)
+
+    before = cpu_snapshot(pid)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(10)))
+    wall = time.perf_counter() - t0
+    return {
+        "p50_ms": pct(lat, 50) * 1000,
+        "p95_ms": pct(lat, 95) * 1000,
+        "req_per_s": len(lat) / wall,
+        "daemon_cpu_ms_per_req": cpu_used(before, cpu_snapshot(pid)) * 1000 / len(lat),
+    }
+
+
 async def cursors(http: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> list[str]:
     out: list[str] = []
     nxt = ""
@@ -210,7 +239,9 @@ async def fanout(url: str, headers: dict[str, str], r: aioredis.Redis, prefix: s
     }
 
 
-async def run(args: argparse.Namespace, env: dict[str, str], url: str, cfg: Any) -> dict[str, Any]:
+async def run(
+    args: argparse.Namespace, env: dict[str, str], url: str, cfg: Any, pid: int
+) -> dict[str, Any]:
     from vizdesk.auth.tokens import mint_token
 
     password = Path(env["REDIS_PASSWORD_FILE"]).read_text().strip()
@@ -241,8 +272,9 @@ async def run(args: argparse.Namespace, env: dict[str, str], url: str, cfg: Any)
                     (f"{kind} all=true: 50-item pages (after)", [f"{page}&all=true"], admin),
                 ]  # fmt: skip
                 for name, urls, hdrs in cases:
-                    await open_loop(http, urls, hdrs, 1.0)  # warm-up
+                    cost = await closed_loop(http, urls, hdrs, 200 if args.quick else 400, pid)
                     out[name] = await open_loop(http, urls, hdrs, secs)
+                    out[name]["closed_loop"] = cost  # type: ignore[assignment]
                     print(name, out[name], flush=True)
         bob = {"Authorization": f"Bearer {mint_token(cfg.auth, 'bob', [], 3600)}"}
         out["fanout"] = await fanout(url, bob, r, args.prefix, sid, 5 if args.quick else 20)
@@ -276,7 +308,7 @@ def main() -> int:
         cfg = load_config(str(config))
         proc = start_daemon(config, port, Path(tmp) / "daemon.log")
         try:
-            res = asyncio.run(run(args, env, f"http://127.0.0.1:{port}", cfg))
+            res = asyncio.run(run(args, env, f"http://127.0.0.1:{port}", cfg, proc.pid))
         finally:
             stop_daemon(proc)
             log = Path(tmp) / "daemon.log"
@@ -289,11 +321,15 @@ def main() -> int:
         before = next(v for n, v in res.items() if n.startswith(k0 + ":") and "before" in n)
         after = next(v for n, v in res.items() if n.startswith(k0 + ":") and "after" in n)
         for label, m in (("before", before), ("after", after)):
+            cl, cpu0 = m["closed_loop"], before["closed_loop"]["daemon_cpu_ms_per_req"]
             rows.append([kind, label, fmt(m["p50_ms"]), fmt(m["p95_ms"]), fmt(m["p99_ms"]),
                          fmt(m["achieved_req_per_s"]), m["errors"],
-                         fmt(ratio(m["p95_ms"], before["p95_ms"]))])  # fmt: skip
+                         fmt(ratio(m["p95_ms"], before["p95_ms"])),
+                         fmt(cl["daemon_cpu_ms_per_req"]), fmt(cl["req_per_s"]),
+                         fmt(ratio(cl["daemon_cpu_ms_per_req"], cpu0))])  # fmt: skip
     print(table(["list", "form", "p50 ms", "p95 ms", "p99 ms", "req/s", "errors",
-                 "p95 after/before"], rows))  # fmt: skip
+                 "p95 after/before", "daemon CPU ms/req", "closed-loop req/s",
+                 "CPU/req after/before"], rows))  # fmt: skip
     print(json.dumps(res["fanout"], indent=1))
     write_json(args.json, {"machine": info, "results": res})
     return 0
