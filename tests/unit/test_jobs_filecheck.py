@@ -70,14 +70,8 @@ class Files:
         self.data: dict[str, bytes] = {}
         self.reads: list[tuple[str, int]] = []
 
-    def add(
-        self,
-        name: str,
-        content: bytes | str | Any,
-        *,
-        complete: bool = True,
-        size: int | None = None,
-    ) -> FileRef:
+    def add(self, name: str, content: bytes | str | Any, *, complete: bool = True,
+            size: int | None = None) -> FileRef:
         if not isinstance(content, (bytes, str)):
             content = json.dumps(content)
         raw = content.encode() if isinstance(content, str) else content
@@ -93,9 +87,8 @@ class Files:
 GOOD_CONFIG = {"solver": {"iterations": 10}}
 
 
-async def run(
-    tmpl: Template, cfg: Config, files: Files, slots: dict[str, list[FileRef]]
-) -> dict[str, Any]:
+async def run(tmpl: Template, cfg: Config, files: Files, slots: dict[str, list[FileRef]]
+              ) -> dict[str, Any]:
     report = await check_files(tmpl, slots, files.read, cfg)
     out: dict[str, Any] = report.to_json()
     return out
@@ -107,16 +100,11 @@ def codes(out: dict[str, Any], slot: str) -> list[str]:
 
 async def test_valid_set(tmpl: Template, cfg: Config) -> None:
     f = Files()
-    out = await run(
-        tmpl,
-        cfg,
-        f,
-        {
-            "mesh": [f.add("wing.msh", b"\x00binary")],
-            "config": [f.add("run.json", GOOD_CONFIG)],
-            "extra": [f.add("a.dat", b"1"), f.add("b.dat", b"2")],
-        },
-    )
+    out = await run(tmpl, cfg, f, {
+        "mesh": [f.add("wing.msh", b"\x00binary")],
+        "config": [f.add("run.json", GOOD_CONFIG)],
+        "extra": [f.add("a.dat", b"1"), f.add("b.dat", b"2")],
+    })
     assert out["valid"] is True, out
     assert out["slots"]["mesh"] == {"ok": True, "files": ["wing.msh"], "errors": []}
     assert out["slots"]["settings"] == {"ok": True, "files": [], "errors": []}
@@ -132,29 +120,19 @@ async def test_missing_required_slot(tmpl: Template, cfg: Config) -> None:
 
 async def test_too_many_files(tmpl: Template, cfg: Config) -> None:
     f = Files()
-    out = await run(
-        tmpl,
-        cfg,
-        f,
-        {
-            "mesh": [f.add("a.msh", b"1"), f.add("b.msh", b"2")],
-            "config": [f.add("run.json", GOOD_CONFIG)],
-        },
-    )
+    out = await run(tmpl, cfg, f, {
+        "mesh": [f.add("a.msh", b"1"), f.add("b.msh", b"2")],
+        "config": [f.add("run.json", GOOD_CONFIG)],
+    })
     assert codes(out, "mesh") == ["too_many"]
 
 
 async def test_oversized_incomplete_and_wrong_pattern(tmpl: Template, cfg: Config) -> None:
     f = Files()
-    out = await run(
-        tmpl,
-        cfg,
-        f,
-        {
-            "mesh": [f.add("wing.stl", b"x", size=1_000_001, complete=False)],
-            "config": [f.add("run.json", GOOD_CONFIG)],
-        },
-    )
+    out = await run(tmpl, cfg, f, {
+        "mesh": [f.add("wing.stl", b"x", size=1_000_001, complete=False)],
+        "config": [f.add("run.json", GOOD_CONFIG)],
+    })
     assert codes(out, "mesh") == ["incomplete", "too_big", "wrong_pattern"]
     errors = out["slots"]["mesh"]["errors"]
     assert all(e["file"] == "wing.stl" for e in errors)
@@ -163,54 +141,37 @@ async def test_oversized_incomplete_and_wrong_pattern(tmpl: Template, cfg: Confi
 
 async def test_pattern_is_on_the_name_and_case_sensitive(tmpl: Template, cfg: Config) -> None:
     f = Files()
-    for name, code in (
-        ("WING.MSH", "wrong_pattern"),
-        ("../x.msh", "bad_name"),
-        ("a/b.msh", "bad_name"),
-        ("..", "bad_name"),
-        ("x\n.msh", "bad_name"),
-    ):
-        out = await run(
-            tmpl, cfg, f, {"mesh": [f.add(name, b"1")], "config": [f.add("c.json", GOOD_CONFIG)]}
-        )
+    for name, code in (("WING.MSH", "wrong_pattern"), ("../x.msh", "bad_name"),
+                       ("a/b.msh", "bad_name"), ("..", "bad_name"), ("x\n.msh", "bad_name")):
+        out = await run(tmpl, cfg, f, {"mesh": [f.add(name, b"1")],
+                                       "config": [f.add("c.json", GOOD_CONFIG)]})
         assert codes(out, "mesh") == [code], name
 
 
 async def test_unknown_slot(tmpl: Template, cfg: Config) -> None:
     f = Files()
-    out = await run(
-        tmpl,
-        cfg,
-        f,
-        {
-            "mesh": [f.add("a.msh", b"1")],
-            "config": [f.add("run.json", GOOD_CONFIG)],
-            "deck": [f.add("x.inp", b"1")],
-        },
-    )
+    out = await run(tmpl, cfg, f, {
+        "mesh": [f.add("a.msh", b"1")],
+        "config": [f.add("run.json", GOOD_CONFIG)],
+        "deck": [f.add("x.inp", b"1")],
+    })
     assert codes(out, "deck") == ["unknown_slot"] and out["slots"]["deck"]["files"] == ["x.inp"]
 
 
 async def test_same_upload_twice(tmpl: Template, cfg: Config) -> None:
     f = Files()
     ref = f.add("a.msh", b"1")
-    out = await run(
-        tmpl, cfg, f, {"mesh": [ref], "extra": [ref], "config": [f.add("c.json", GOOD_CONFIG)]}
-    )
+    out = await run(tmpl, cfg, f, {"mesh": [ref], "extra": [ref],
+                                   "config": [f.add("c.json", GOOD_CONFIG)]})
     assert codes(out, "extra") == ["duplicate"]
 
 
 async def test_schema_error_with_nested_json_path(tmpl: Template, cfg: Config) -> None:
     f = Files()
-    out = await run(
-        tmpl,
-        cfg,
-        f,
-        {
-            "mesh": [f.add("a.msh", b"1")],
-            "config": [f.add("run.json", {"solver": {"iterations": 0}, "values": [1, "two", 3]})],
-        },
-    )
+    out = await run(tmpl, cfg, f, {
+        "mesh": [f.add("a.msh", b"1")],
+        "config": [f.add("run.json", {"solver": {"iterations": 0}, "values": [1, "two", 3]})],
+    })
     errors = out["slots"]["config"]["errors"]
     assert [(e["code"], e["path"]) for e in errors] == [
         ("schema", "$.solver.iterations"),
@@ -223,16 +184,14 @@ async def test_schema_error_with_nested_json_path(tmpl: Template, cfg: Config) -
 async def test_schema_errors_are_capped_and_sorted(tmpl: Template, cfg: Config) -> None:
     f = Files()
     doc = {"solver": {"iterations": 1}, "values": ["x"] * 50}
-    out = await run(
-        tmpl, cfg, f, {"mesh": [f.add("a.msh", b"1")], "config": [f.add("run.json", doc)]}
-    )
+    out = await run(tmpl, cfg, f, {"mesh": [f.add("a.msh", b"1")],
+                                   "config": [f.add("run.json", doc)]})
     errors = out["slots"]["config"]["errors"]
     assert len(errors) == MAX_SCHEMA_ERRORS + 1 and "30 more" in errors[-1]["message"]
     paths = [e["path"] for e in errors[:-1]]
     assert paths == sorted(paths)
-    again = await run(
-        tmpl, cfg, f, {"mesh": [f.add("a.msh", b"1")], "config": [f.add("run.json", doc)]}
-    )
+    again = await run(tmpl, cfg, f, {"mesh": [f.add("a.msh", b"1")],
+                                     "config": [f.add("run.json", doc)]})
     assert again == out  # deterministic
 
 
@@ -260,14 +219,8 @@ async def test_yaml_config(tmpl: Template, cfg: Config) -> None:
         ("settings", "s.yaml", "[" * 100 + "]" * 100, None),
     ],
 )
-async def test_unparsable(
-    tmpl: Template,
-    cfg: Config,
-    slot: str,
-    name: str,
-    content: str | bytes,
-    where: tuple[int, int] | None,
-) -> None:
+async def test_unparsable(tmpl: Template, cfg: Config, slot: str, name: str,
+                          content: str | bytes, where: tuple[int, int] | None) -> None:
     f = Files()
     slots = {"mesh": [f.add("a.msh", b"1")], "config": [f.add("c.json", GOOD_CONFIG)]}
     slots[slot] = [f.add(name, content)]
@@ -304,15 +257,10 @@ async def test_unreadable(tmpl: Template, cfg: Config) -> None:
 
 async def test_submission_error_names_the_slot_and_path(tmpl: Template, cfg: Config) -> None:
     f = Files()
-    report = await check_files(
-        tmpl,
-        {
-            "mesh": [f.add("a.msh", b"1")],
-            "config": [f.add("run.json", {"solver": {"iterations": -1}})],
-        },
-        f.read,
-        cfg,
-    )
+    report = await check_files(tmpl, {
+        "mesh": [f.add("a.msh", b"1")],
+        "config": [f.add("run.json", {"solver": {"iterations": -1}})],
+    }, f.read, cfg)
     with pytest.raises(FilesInvalid) as err:
         report.raise_if_invalid()
     assert isinstance(err.value, ValidationError) and err.value.status == 400
@@ -323,52 +271,25 @@ async def test_submission_error_names_the_slot_and_path(tmpl: Template, cfg: Con
 
 def test_bad_glob_refused_at_parse_time(cfg: Config) -> None:
     with pytest.raises(TemplateError) as err:
-        parse_template(
-            "t", {"image": "i", "command": ["x"], "files": {"mesh": {"pattern": "*.[ms"}}}, cfg
-        )
+        parse_template("t", {"image": "i", "command": ["x"],
+                             "files": {"mesh": {"pattern": "*.[ms"}}}, cfg)
     assert err.value.field == "files.mesh.pattern" and "unbalanced" in err.value.message
 
 
 def test_bad_schema_refused_at_parse_time(cfg: Config) -> None:
     with pytest.raises(TemplateError) as err:
-        parse_template(
-            "t",
-            {
-                "image": "i",
-                "command": ["x"],
-                "files": {
-                    "c": {
-                        "pattern": "*.json",
-                        "format": "json",
-                        "schema": {"type": "object", "properties": {"n": {"type": 7}}},
-                    }
-                },
-            },
-            cfg,
-        )
+        parse_template("t", {"image": "i", "command": ["x"], "files": {
+            "c": {"pattern": "*.json", "format": "json",
+                  "schema": {"type": "object", "properties": {"n": {"type": 7}}}}}}, cfg)
     assert err.value.field == "files.c.schema" and "properties" in err.value.message
 
 
 async def test_schema_dialect_from_dollar_schema(cfg: Config) -> None:
     """The validator class follows $schema (draft 4: exclusiveMaximum is a boolean)."""
-    tmpl = parse_template(
-        "t",
-        {
-            "image": "i",
-            "command": ["x"],
-            "files": {
-                "c": {
-                    "pattern": "*.json",
-                    "format": "json",
-                    "schema": {
-                        "$schema": "http://json-schema.org/draft-04/schema#",
-                        "properties": {"n": {"maximum": 5, "exclusiveMaximum": True}},
-                    },
-                }
-            },
-        },
-        cfg,
-    )
+    tmpl = parse_template("t", {"image": "i", "command": ["x"], "files": {"c": {
+        "pattern": "*.json", "format": "json",
+        "schema": {"$schema": "http://json-schema.org/draft-04/schema#",
+                   "properties": {"n": {"maximum": 5, "exclusiveMaximum": True}}}}}}, cfg)
     f = Files()
     out = await run(tmpl, cfg, f, {"c": [f.add("c.json", {"n": 5})]})
     assert [e["path"] for e in out["slots"]["c"]["errors"]] == ["$.n"]

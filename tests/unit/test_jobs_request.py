@@ -346,36 +346,21 @@ async def test_template_run_options_reach_the_submission(cfg: Config, tmp_path: 
     (tmp_path / "templates" / "mpi.yaml").write_text(yaml.safe_dump(mpi))
     backend = RecordingBackend()
     m = manager(cfg, backend)
-    spec = await m.resolve(
-        ALICE,
-        validate_job_request(
-            {"template": "mpi", "parameters": {"message": "x"}, "ntasks": 4, "nodes": 2}, cfg
-        ),
-        None,
-    )
+    spec = await m.resolve(ALICE, validate_job_request(
+        {"template": "mpi", "parameters": {"message": "x"}, "ntasks": 4, "nodes": 2}, cfg), None)
     job = await m.create(ALICE, spec)
     req = backend.submits[-1]
     assert (req.ntasks, req.nodes, req.ntasks_per_node) == (4, 2, None)
     assert (req.mail_type, req.requeue, req.constraint) == ("END,FAIL", True, "avx512")
     assert req.env["VIZDESK_LAUNCHER"] == "srun"
     assert (job.ntasks, job.nodes, job.template_version) == (4, 2, spec.template_version)
-    plain = await m.resolve(
-        ALICE,
-        validate_job_request(
-            {"template": "t", "parameters": {"message": "x"}, "constraint": "gpu&ib"}, cfg
-        ),
-        None,
-    )
+    plain = await m.resolve(ALICE, validate_job_request(
+        {"template": "t", "parameters": {"message": "x"}, "constraint": "gpu&ib"}, cfg), None)
     await m.create(ALICE, plain)
     req = backend.submits[-1]
     assert (req.ntasks, req.nodes, req.mail_type, req.requeue) == (1, 1, "", False)
     assert req.constraint == "gpu&ib" and "VIZDESK_LAUNCHER" not in req.env
     with pytest.raises(ValidationError) as ei:
-        await m.resolve(
-            ALICE,
-            validate_job_request(
-                {"template": "mpi", "parameters": {"message": "x"}, "ntasks": 9}, cfg
-            ),
-            None,
-        )
+        await m.resolve(ALICE, validate_job_request(
+            {"template": "mpi", "parameters": {"message": "x"}, "ntasks": 9}, cfg), None)
     assert ei.value.field == "ntasks"
