@@ -1314,7 +1314,11 @@ function refreshThumbnails(now) {
         reader.readAsDataURL(blob);
         page.thumbs.set(id, { at: Date.now(), busy: false });
       },
-      () => page.thumbs.set(id, { at: Date.now(), busy: false }),
+      (exc) => {
+        // an older daemon without thumbnails (404) is not asked again for this desktop
+        const gone = exc instanceof ApiError && [404, 405, 501].includes(exc.status);
+        page.thumbs.set(id, { at: gone ? Infinity : Date.now(), busy: false });
+      },
     );
   }
 }
