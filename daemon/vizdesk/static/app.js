@@ -628,7 +628,7 @@ function updateCard(li, s, now) {
   const extend = part("extend");
   extend.hidden = !(step && s.state === "READY");
   extend.textContent = `Add ${step} min`;
-  extend.setAttribute("aria-label", `Add ${step} minutes to ${sessionTitle(s)}`);
+  extend.setAttribute("aria-label", `Add ${step} min to ${sessionTitle(s)}`);
   const relaunch = part("relaunch");
   relaunch.hidden = !isFinal(s.state);
   relaunch.setAttribute("aria-label", `Relaunch ${sessionTitle(s)} with the same settings`);
