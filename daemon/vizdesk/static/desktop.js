@@ -23,7 +23,6 @@ export class DesktopConnection {
     this.securityFailure = null;
     this.attempt = 0;
     this.isConnected = false;
-    this.ticketSource = null;
   }
 
   get connected() {
@@ -36,14 +35,9 @@ export class DesktopConnection {
     return canvas ? { width: canvas.width, height: canvas.height } : { width: 0, height: 0 };
   }
 
-  /**
-   * Connects to a desktop. `ticketSource` (optional) fetches the one-time ticket another
-   * way than the owner's /connect, e.g. a share link's own ticket; reconnects reuse it.
-   */
-  async open(sessionId, ticketSource = null) {
+  async open(sessionId) {
     this.close(false);
     this.sessionId = sessionId;
-    this.ticketSource = ticketSource;
     this.userAsked = false;
     this.securityFailure = null;
     const attempt = ++this.attempt;
@@ -51,7 +45,7 @@ export class DesktopConnection {
     performance.mark("vizdesk:ticket-request");
     let ticket;
     try {
-      ticket = await (ticketSource ? ticketSource() : this.api.connectTicket(sessionId));
+      ticket = await this.api.connectTicket(sessionId);
     } catch (exc) {
       if (attempt !== this.attempt) return;
       this.onEvent({ type: "error", error: exc });
@@ -68,10 +62,8 @@ export class DesktopConnection {
       return;
     }
     this.rfb = rfb;
-    // the owner's desktop follows the browser window; someone else's (a share link) is
-    // scaled into it instead: a viewer never resizes the owner's desktop
-    rfb.resizeSession = !ticketSource;
-    rfb.scaleViewport = Boolean(ticketSource);
+    rfb.resizeSession = true; // the remote desktop follows the browser window
+    rfb.scaleViewport = false;
     rfb.clipViewport = false;
     rfb.focusOnClick = true;
     rfb.background = "#1b1e23";
@@ -150,7 +142,7 @@ export class DesktopConnection {
   }
 
   reconnect() {
-    if (this.sessionId) return this.open(this.sessionId, this.ticketSource);
+    if (this.sessionId) return this.open(this.sessionId);
     return Promise.resolve();
   }
 
