@@ -87,20 +87,13 @@ take_lock() {
     exec 9>"$DIR/.lock"
     flock -w 300 9 || die "another vgl.sh holds $DIR/.lock for more than 5 min"
 }
-nolock() { "$@" 8>&- 9>&-; }
+# shellcheck source=common.sh
+source "$HERE/common.sh" # nolock
 # detach CMD...: run CMD in the background with no descriptor but 0-2 inherited. A caller
 # may hold the test-bed lock (`flock /tmp/vizdesk-bed.lock ...` passes its descriptor on):
 # a daemon or a background build that kept it would hold that lock as long as it runs.
 # $! is CMD itself (setsid execs it: a background subshell is no process-group leader).
-detach() {
-    (
-        for fd in /proc/$BASHPID/fd/*; do
-            fd=${fd##*/}
-            if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
-        done
-        exec setsid "$@"
-    ) &
-}
+detach() { nolock setsid "$@" & }
 
 # --- build --------------------------------------------------------------------------------
 
