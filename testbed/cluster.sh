@@ -32,12 +32,7 @@ CHERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=testbed.sh
 VIZDESK_TESTBED_DIR=$CLUSTER_DIR source "$CHERE/testbed.sh"
 [[ $DIR == "$CLUSTER_DIR" ]] || { echo "cluster: testbed.sh did not take our directory" >&2; exit 1; }
-
-say() { printf 'cluster: %s\n' "$*"; }
-die() {
-    printf 'cluster: ERROR: %s\n' "$*" >&2
-    exit 1
-}
+BED=cluster # say/die (testbed/common.sh) name us
 
 SUBNET=10.199.0
 HEAD_IP=$SUBNET.1
@@ -573,7 +568,7 @@ cmd_delay() {
 cluster_install() {
     mkdir -p "$LOG"
     chmod 0755 "$DIR" "$LOG"
-    install_packages
+    install_packages "${PACKAGES[@]}"
     create_users
     local before=""
     [[ -f $VENV/.vizdesk-testbed-hash ]] && before=$(cat "$VENV/.vizdesk-testbed-hash")

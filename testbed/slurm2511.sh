@@ -67,76 +67,12 @@ MUNGE_LIB=$DIR/munge
 CTLD_PID=$RUN/slurmctld.pid
 SLURMD_PID=$RUN/slurmd.pid
 
-T0=$(date +%s.%N)
-say() { printf 'slurm2511: %s\n' "$*"; }
-die() {
-    printf 'slurm2511: ERROR: %s\n' "$*" >&2
-    exit 1
-}
-# Exit code 3: Slurm's source cannot be obtained here (the tier skips, it does not fail).
-die_unbuildable() {
-    printf 'slurm2511: ERROR: %s\n' "$*" >&2
-    exit 3
-}
-elapsed() { awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
+BED=slurm2511
+# shellcheck source=common.sh
+source "$HERE/common.sh" # say die take_lock take_build_lock nolock install_packages ...
 
-require_root_debian() {
-    [[ -f /etc/debian_version ]] || { printf 'slurm2511: ERROR: not Debian\n' >&2; exit 2; }
-    [[ $(id -u) -eq 0 ]] || { printf 'slurm2511: ERROR: must run as root\n' >&2; exit 2; }
-}
-
-# Two locks: fd 8 serialises builds (long), fd 9 serialises up/down (short). A caller that
-# only wants to know whether a build is under way tries fd 8 without waiting.
-take_build_lock() {
-    mkdir -p "$DIR" "$LOG"
-    exec 8>"$DIR/.build.lock"
-    if ! flock -n 8; then
-        say "another build holds $DIR/.build.lock; waiting for it (see $LOG/build.log)"
-        flock -w 3600 8 || die "the build lock was held for more than an hour"
-    fi
-}
-take_lock() {
-    mkdir -p "$DIR"
-    exec 9>"$DIR/.lock"
-    flock -w 900 9 || die "another slurm2511.sh holds $DIR/.lock for more than 15 min"
-}
-source "$HERE/common.sh" # nolock
 
 # --- build --------------------------------------------------------------------------------
-
-missing_packages() {
-    local status p
-    status=$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "$@" 2>/dev/null || true)
-    for p in "$@"; do grep -qx "$p installed" <<<"$status" || echo "$p"; done
-}
-
-install_packages() {
-    local missing
-    mapfile -t missing < <(missing_packages "$@")
-    ((${#missing[@]} == 0)) && return 0
-    say "packages: installing ${missing[*]}"
-    if [[ -z $(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -60 -print -quit 2>/dev/null) ]]; then
-        apt-get -o DPkg::Lock::Timeout=900 -o Acquire::Retries=3 update -q >"$LOG/apt-update.log" 2>&1 ||
-            die "apt-get update failed: $(tail -n 3 "$LOG/apt-update.log")"
-    fi
-    # Package scripts must not start daemons (Debian's munge would take /run/munge).
-    local policy=/usr/sbin/policy-rc.d ours=0
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\n# vizdesk slurm2511: no daemon starts during its apt-get install\nexit 101\n' >"$policy"
-        chmod 0755 "$policy"
-        ours=1
-        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-    fi
-    apt-get -o DPkg::Lock::Timeout=900 -o Acquire::Retries=3 -o Dpkg::Options::=--force-confdef \
-        -o Dpkg::Options::=--force-confold install -y -q --no-install-recommends "${missing[@]}" \
-        >"$LOG/apt-install.log" 2>&1 || die "apt-get install failed: $(tail -n 5 "$LOG/apt-install.log")"
-    if ((ours)); then
-        rm -f "$policy"
-        trap - EXIT
-    fi
-    mapfile -t missing < <(missing_packages "$@")
-    ((${#missing[@]} == 0)) || die "still missing after apt-get install: ${missing[*]}"
-}
 
 # fetch_source: print the path of a verified source archive and set SOURCE_SHA256.
 fetch_source() {
@@ -327,60 +263,6 @@ stop_pid() {
     say "$name (pid $pid) did not stop in ${timeout}s, killing it"
     kill -KILL "$pid" 2>/dev/null || true
     sleep 0.2
-}
-
-wait_for() {
-    local timeout=$1 deadline
-    shift 2
-    deadline=$(($(date +%s) + timeout))
-    until "$@" >/dev/null 2>&1; do
-        (($(date +%s) >= deadline)) && return 1
-        sleep 0.2
-    done
-}
-
-port_free() {
-    "$PYTHON" - "$1" <<'EOF'
-import socket, sys
-for addr in ("0.0.0.0", "127.0.0.1"):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind((addr, int(sys.argv[1])))
-    except OSError:
-        sys.exit(1)
-    finally:
-        s.close()
-EOF
-}
-
-write_if_changed() {
-    local file=$1 mode=$2 owner=$3 tmp
-    tmp=$(mktemp "$file.XXXXXX")
-    cat >"$tmp"
-    chmod "$mode" "$tmp"
-    chown "$owner" "$tmp"
-    if [[ -f $file ]] && cmp -s "$tmp" "$file"; then
-        rm -f "$tmp"
-        return 1
-    fi
-    mv -f "$tmp" "$file"
-    return 0
-}
-
-# choose_port SAVED DEFAULT OURS TAKEN...: SAVED when ours or free, else the first free one.
-choose_port() {
-    local current=$1 default=$2 ours=$3 p t
-    shift 3
-    if [[ -n $current ]] && { ((ours)) || port_free "$current"; }; then
-        echo "$current"
-        return 0
-    fi
-    for ((p = default; p < default + 400; p++)); do
-        for t in "$@"; do [[ $p == "$t" ]] && continue 2; done
-        port_free "$p" && { echo "$p"; return 0; }
-    done
-    die "no free port in $default-$((default + 399))"
 }
 
 choose_ports() {

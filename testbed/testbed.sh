@@ -60,35 +60,9 @@ REDIS_PID=$REDIS_DIR/redis.pid
 CTLD_PID=$RUN/slurmctld.pid
 SLURMD_PID=$RUN/slurmd.pid
 
-T0=$(date +%s.%N)
-
-say() { printf 'testbed: %s\n' "$*"; }
-die() {
-    printf 'testbed: ERROR: %s\n' "$*" >&2
-    exit 1
-}
-elapsed() { awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
-
-require_root_debian() {
-    if [[ ! -f /etc/debian_version ]]; then
-        printf 'testbed: ERROR: not a Debian-like system (no /etc/debian_version); the test bed needs Debian 12\n' >&2
-        exit 2
-    fi
-    if [[ $(id -u) -ne 0 ]]; then
-        printf 'testbed: ERROR: must run as root (try: sudo %s %s)\n' "$0" "${CMD:-}" >&2
-        exit 2
-    fi
-}
-
-# Serialise install/up/down between concurrent callers (several engineers share a machine).
-take_lock() {
-    mkdir -p "$DIR"
-    chmod 0755 "$DIR"
-    exec 9>"$DIR/.lock"
-    if ! flock -w 900 9; then
-        die "another testbed.sh holds $DIR/.lock for more than 15 min"
-    fi
-}
+BED=testbed
+# shellcheck source=common.sh
+source "$HERE/common.sh" # say die take_lock nolock wait_for install_packages port_free ...
 
 # --- process helpers ----------------------------------------------------------------------
 
@@ -174,100 +148,7 @@ our_user_processes() {
     return 0
 }
 
-# port_free PORT: nobody listens on PORT (any address).
-port_free() {
-    "$PYTHON" - "$1" <<'PY'
-import socket, sys
-port = int(sys.argv[1])
-for family, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET, "127.0.0.1")):
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind((addr, port))
-    except OSError:
-        sys.exit(1)
-    finally:
-        s.close()
-PY
-}
-
-# nolock: testbed/common.sh
-source "$HERE/common.sh"
-
-# wait_for SECONDS DESCRIPTION COMMAND...: retry COMMAND every 0.2 s until it succeeds.
-wait_for() {
-    local timeout=$1 deadline
-    shift 2 # $2 only documents the call
-    deadline=$(($(date +%s) + timeout))
-    until "$@" >/dev/null 2>&1; do
-        if (($(date +%s) >= deadline)); then
-            return 1
-        fi
-        sleep 0.2
-    done
-}
-
 # --- install ------------------------------------------------------------------------------
-
-missing_packages() {
-    local status
-    status=$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${PACKAGES[@]}" 2>/dev/null || true)
-    local p
-    for p in "${PACKAGES[@]}"; do
-        grep -qx "$p installed" <<<"$status" || echo "$p"
-    done
-}
-
-apt_lists_fresh() {
-    # Fresh = some Packages list was fetched less than an hour ago.
-    [[ -n $(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -60 -print -quit 2>/dev/null) ]]
-}
-
-apt_update() {
-    local i
-    for i in 1 2 3; do
-        if apt-get -o DPkg::Lock::Timeout=900 -o Acquire::Retries=3 update -q >"$LOG/apt-update.log" 2>&1; then
-            return 0
-        fi
-        say "apt-get update failed (try $i), see $LOG/apt-update.log"
-        sleep 5
-    done
-    die "apt-get update failed: $(tail -n 3 "$LOG/apt-update.log")"
-}
-
-install_packages() {
-    local missing
-    mapfile -t missing < <(missing_packages)
-    if ((${#missing[@]} == 0)); then
-        say "packages: all ${#PACKAGES[@]} installed"
-        return 0
-    fi
-    say "packages: installing ${missing[*]}"
-    apt_lists_fresh || apt_update
-    # Package scripts must not start daemons (Debian's munge and redis-server would take the
-    # default socket and port): a policy-rc.d for the duration of the install.
-    local policy=/usr/sbin/policy-rc.d
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\n# vizdesk testbed: no daemon starts during its apt-get install\nexit 101\n' >"$policy"
-        chmod 0755 "$policy"
-        trap 'rm -f /usr/sbin/policy-rc.d' EXIT # also when die exits
-    fi
-    local apt=(apt-get -o DPkg::Lock::Timeout=900 -o Acquire::Retries=3 -o Dpkg::Options::=--force-confdef
-        -o Dpkg::Options::=--force-confold install -y -q --no-install-recommends)
-    if ! "${apt[@]}" "${missing[@]}" >"$LOG/apt-install.log" 2>&1; then
-        say "apt-get install failed; refreshing package lists and retrying"
-        apt_update
-        "${apt[@]}" "${missing[@]}" >"$LOG/apt-install.log" 2>&1 ||
-            die "apt-get install failed: $(tail -n 5 "$LOG/apt-install.log")"
-    fi
-    if grep -q 'vizdesk testbed' "$policy" 2>/dev/null; then
-        rm -f "$policy"
-        trap - EXIT
-    fi
-    mapfile -t missing < <(missing_packages)
-    ((${#missing[@]} == 0)) || die "still missing after apt-get install: ${missing[*]}"
-    say "packages: installed"
-}
 
 create_users() {
     local u
@@ -351,29 +232,12 @@ install_venv() {
 cmd_install() {
     mkdir -p "$LOG"
     chmod 0755 "$DIR" "$LOG"
-    install_packages
+    install_packages "${PACKAGES[@]}"
     create_users
     install_venv
 }
 
 # --- configuration files ------------------------------------------------------------------
-
-# write_if_changed FILE MODE OWNER: stdin → FILE; returns 0 when the content changed.
-write_if_changed() {
-    local file=$1 mode=$2 owner=$3 tmp
-    tmp=$(mktemp "$file.XXXXXX")
-    cat >"$tmp"
-    chmod "$mode" "$tmp"
-    chown "$owner" "$tmp"
-    if [[ -f $file ]] && cmp -s "$tmp" "$file"; then
-        rm -f "$tmp"
-        chmod "$mode" "$file"
-        chown "$owner" "$file"
-        return 1
-    fi
-    mv -f "$tmp" "$file"
-    return 0
-}
 
 make_secret() {
     local file=$1
@@ -527,25 +391,6 @@ start_munge() {
 }
 
 # --- ports --------------------------------------------------------------------------------
-
-# choose_port CURRENT DEFAULT OURS_RUNNING TAKEN...: CURRENT when our daemon holds it or it
-# is free; otherwise the first free port from DEFAULT on that is not in TAKEN.
-choose_port() {
-    local current=$1 default=$2 ours=$3 p t
-    shift 3
-    if [[ -n $current ]] && { ((ours)) || port_free "$current"; }; then
-        echo "$current"
-        return 0
-    fi
-    for ((p = default; p < default + 400; p++)); do
-        for t in "$@"; do [[ $p == "$t" ]] && continue 2; done
-        if port_free "$p"; then
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free port in $default-$((default + 399))"
-}
 
 choose_ports() {
     local saved_redis="" saved_ctld="" saved_slurmd="" ours

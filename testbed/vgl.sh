@@ -56,39 +56,10 @@ DISPLAY3D_DEFAULT=:93
 XVFB_PID=$RUN/xvfb3d.pid
 XVFB_AUTH=$RUN/xvfb3d.xauth
 
-T0=$(date +%s.%N)
-say() { printf 'vgl: %s\n' "$*"; }
-die() {
-    printf 'vgl: ERROR: %s\n' "$*" >&2
-    exit 1
-}
-die_unbuildable() {
-    printf 'vgl: ERROR: %s\n' "$*" >&2
-    exit 3
-}
-elapsed() { awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
-
-require_root_debian() {
-    [[ -f /etc/debian_version ]] || { printf 'vgl: ERROR: not Debian\n' >&2; exit 2; }
-    [[ $(id -u) -eq 0 ]] || { printf 'vgl: ERROR: must run as root\n' >&2; exit 2; }
-}
-
-# fd 8 serialises builds (long), fd 9 serialises up/down (short).
-take_build_lock() {
-    mkdir -p "$DIR" "$LOG"
-    exec 8>"$DIR/.build.lock"
-    if ! flock -n 8; then
-        say "another build holds $DIR/.build.lock; waiting for it (see $LOG/)"
-        flock -w 3600 8 || die "the build lock was held for more than an hour"
-    fi
-}
-take_lock() {
-    mkdir -p "$DIR"
-    exec 9>"$DIR/.lock"
-    flock -w 300 9 || die "another vgl.sh holds $DIR/.lock for more than 5 min"
-}
+BED=vgl
 # shellcheck source=common.sh
-source "$HERE/common.sh" # nolock
+source "$HERE/common.sh" # say die take_lock take_build_lock nolock install_packages ...
+
 # detach CMD...: run CMD in the background with no descriptor but 0-2 inherited. A caller
 # may hold the test-bed lock (`flock /tmp/vizdesk-bed.lock ...` passes its descriptor on):
 # a daemon or a background build that kept it would hold that lock as long as it runs.
@@ -96,28 +67,6 @@ source "$HERE/common.sh" # nolock
 detach() { nolock setsid "$@" & }
 
 # --- build --------------------------------------------------------------------------------
-
-missing_packages() {
-    local status p
-    status=$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "$@" 2>/dev/null || true)
-    for p in "$@"; do grep -qx "$p installed" <<<"$status" || echo "$p"; done
-}
-
-install_packages() {
-    local missing
-    mapfile -t missing < <(missing_packages "$@")
-    ((${#missing[@]} == 0)) && return 0
-    say "packages: installing ${missing[*]}"
-    if [[ -z $(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -60 -print -quit 2>/dev/null) ]]; then
-        apt-get -o DPkg::Lock::Timeout=900 -o Acquire::Retries=3 update -q >"$LOG/apt-update.log" 2>&1 ||
-            die "apt-get update failed: $(tail -n 3 "$LOG/apt-update.log")"
-    fi
-    apt-get -o DPkg::Lock::Timeout=900 -o Acquire::Retries=3 -o Dpkg::Options::=--force-confdef \
-        -o Dpkg::Options::=--force-confold install -y -q --no-install-recommends "${missing[@]}" \
-        >"$LOG/apt-install.log" 2>&1 || die "apt-get install failed: $(tail -n 5 "$LOG/apt-install.log")"
-    mapfile -t missing < <(missing_packages "$@")
-    ((${#missing[@]} == 0)) || die "still missing after apt-get install: ${missing[*]}"
-}
 
 # fetch_source NAME ARCHIVE GH_REPO TAG: set SOURCE and SOURCE_SHA256 to a verified archive.
 # The vendored `git archive` export when present (checked against SHA256SUMS), else the
