@@ -198,3 +198,48 @@ write_if_changed() {
     mv -f "$tmp" "$file"
     return 0
 }
+
+# --- processes ----------------------------------------------------------------------------
+
+# pid_of PIDFILE COMM [MARK]: print the pid when the pid file names a live process called
+# COMM in our pid namespace whose command line contains MARK (a path only the test bed's
+# own instance is started with: its config file or socket). Nothing else is ever ours.
+pid_of() {
+    local file=$1 comm=$2 mark=${3:-} pid
+    [[ -r $file ]] || return 1
+    pid=$(tr -dc '0-9' <"$file" 2>/dev/null || true)
+    [[ -n $pid && -r /proc/$pid/comm ]] || return 1
+    [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$comm"* ]] || return 1
+    same_pidns "$pid" || return 1
+    if [[ -n $mark ]]; then
+        tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$mark" || return 1
+    fi
+    echo "$pid"
+}
+
+# The test bed's daemons, each identified by its pid file and the path it was started with.
+munged_pid() { pid_of "$MUNGE_PID" munged "$MUNGE_SOCKET"; }
+ctld_pid() { pid_of "$CTLD_PID" slurmctld "$SLURM_CONF"; }
+slurmd_pid() { pid_of "$SLURMD_PID" slurmd "$SLURM_CONF"; }
+munge_ok() { munge --socket="$MUNGE_SOCKET" -n -t 10 2>/dev/null | unmunge --socket="$MUNGE_SOCKET" >/dev/null 2>&1; }
+
+# stop_pid PID NAME [TIMEOUT]: SIGTERM, wait, then SIGKILL.
+stop_pid() {
+    local pid=$1 name=$2 timeout=${3:-10} i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < timeout * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    say "$name (pid $pid) did not stop in ${timeout}s, killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+    sleep 0.2
+}
+
+# same_pidns PID: the process lives in our pid namespace (not in a nested container/chroot).
+same_pidns() {
+    local mine theirs
+    mine=$(readlink /proc/self/ns/pid 2>/dev/null || true)
+    theirs=$(readlink "/proc/$1/ns/pid" 2>/dev/null || true)
+    [[ -z $mine || -z $theirs || $mine == "$theirs" ]]
+}

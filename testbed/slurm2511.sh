@@ -238,33 +238,6 @@ BIN=$PREFIX/bin
 SBIN=$PREFIX/sbin
 TEST_USER=alice
 
-pid_of() {
-    local file=$1 comm=$2 mark=${3:-} pid
-    [[ -r $file ]] || return 1
-    pid=$(tr -dc '0-9' <"$file" 2>/dev/null || true)
-    [[ -n $pid && -r /proc/$pid/comm ]] || return 1
-    [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$comm"* ]] || return 1
-    if [[ -n $mark ]]; then
-        tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$mark" || return 1
-    fi
-    echo "$pid"
-}
-munged_pid() { pid_of "$MUNGE_PID" munged "$MUNGE_SOCKET"; }
-ctld_pid() { pid_of "$CTLD_PID" slurmctld "$SLURM_CONF"; }
-slurmd_pid() { pid_of "$SLURMD_PID" slurmd "$SLURM_CONF"; }
-
-stop_pid() {
-    local pid=$1 name=$2 timeout=${3:-10} i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < timeout * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    say "$name (pid $pid) did not stop in ${timeout}s, killing it"
-    kill -KILL "$pid" 2>/dev/null || true
-    sleep 0.2
-}
-
 choose_ports() {
     local saved_ctld="" saved_slurmd="" ours taken=()
     if [[ -f $PORTS ]]; then
@@ -302,8 +275,6 @@ make_dirs() {
     done
     return 0
 }
-
-munge_ok() { munge --socket="$MUNGE_SOCKET" -n -t 10 2>/dev/null | unmunge --socket="$MUNGE_SOCKET" >/dev/null 2>&1; }
 
 # Our own munged: own key, socket, pid and seed files (beside the host's and the 22.05 one's).
 start_munge() {

@@ -66,26 +66,6 @@ source "$HERE/common.sh" # say die take_lock nolock wait_for install_packages po
 
 # --- process helpers ----------------------------------------------------------------------
 
-# pid_of PIDFILE COMM [MARK]: print the pid when the pid file names a live process called
-# COMM in our pid namespace whose command line contains MARK (a path only the test bed's
-# own instance is started with: its config file or socket). Nothing else is ever ours.
-pid_of() {
-    local file=$1 comm=$2 mark=${3:-} pid
-    [[ -r $file ]] || return 1
-    pid=$(tr -dc '0-9' <"$file" 2>/dev/null || true)
-    [[ -n $pid && -r /proc/$pid/comm ]] || return 1
-    [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$comm"* ]] || return 1
-    same_pidns "$pid" || return 1
-    if [[ -n $mark ]]; then
-        tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$mark" || return 1
-    fi
-    echo "$pid"
-}
-
-# The test bed's daemons, each identified by its pid file and the path it was started with.
-munged_pid() { pid_of "$MUNGE_PID" munged "$MUNGE_SOCKET"; }
-ctld_pid() { pid_of "$CTLD_PID" slurmctld "$SLURM_CONF"; }
-slurmd_pid() { pid_of "$SLURMD_PID" slurmd "$SLURM_CONF"; }
 # Redis rewrites its command line: ours is the one that answers with our password and
 # reports our config file and the pid in our pid file.
 redis_pid() {
@@ -95,27 +75,6 @@ redis_pid() {
     grep -qx "process_id:$pid" <<<"$info" || return 1
     grep -qx "config_file:$REDIS_CONF" <<<"$info" || return 1
     echo "$pid"
-}
-
-# stop_pid PID NAME [TIMEOUT]: SIGTERM, wait, then SIGKILL.
-stop_pid() {
-    local pid=$1 name=$2 timeout=${3:-10} i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < timeout * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    say "$name (pid $pid) did not stop in ${timeout}s, killing it"
-    kill -KILL "$pid" 2>/dev/null || true
-    sleep 0.2
-}
-
-# same_pidns PID: the process lives in our pid namespace (not in a nested container/chroot).
-same_pidns() {
-    local mine theirs
-    mine=$(readlink /proc/self/ns/pid 2>/dev/null || true)
-    theirs=$(readlink "/proc/$1/ns/pid" 2>/dev/null || true)
-    [[ -z $mine || -z $theirs || $mine == "$theirs" ]]
 }
 
 # our_stepds: slurmstepd processes of our slurmd (they log to our slurmd log file).
@@ -351,7 +310,6 @@ EOF
 
 # --- munge --------------------------------------------------------------------------------
 
-munge_ok() { munge --socket="$MUNGE_SOCKET" -n -t 10 2>/dev/null | unmunge --socket="$MUNGE_SOCKET" >/dev/null 2>&1; }
 
 # An older test bed ran its munged with the default socket and /run/munge/munged.pid; it is
 # ours only when its command line names our log file.
