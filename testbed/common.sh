@@ -49,24 +49,37 @@ take_build_lock() {
     fi
 }
 
-# nolock COMMAND...: run a command (a program or a shell function such as cluster.sh's `on`)
-# that may leave a daemon behind with no descriptor of ours but stdin/stdout/stderr: not our
-# own locks (fds 8, 9), and not a lock an outer caller holds (`flock FILE make test` hands
-# its fd down; a daemon keeping it would hold that lock forever).
-nolock() {
-    local fd fds=()
+# close_fds: close every descriptor of this (sub)shell above 2. A caller may hold a lock
+# (`flock FILE make test` hands its fd down; so do our own fds 8 and 9, and the copies of
+# 1 and 2 that bash keeps while a redirection applies): a daemon or a background build that
+# kept one would hold that lock, or a reader's pipe, for as long as it runs.
+close_fds() {
+    local fd
     for fd in /proc/$BASHPID/fd/*; do
         fd=${fd##*/}
-        ((fd > 2)) && fds+=("$fd")
+        if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
     done
+}
+# nolock COMMAND...: run COMMAND (a program, or a shell function such as cluster.sh's `on`)
+# in the foreground with no descriptor of ours but 0-2.
+nolock() {
     (
-        for fd in "${fds[@]}"; do eval "exec $fd>&-" 2>/dev/null || true; done
+        close_fds
         if declare -F "$1" >/dev/null; then
             "$@"
             exit
         fi
         exec "$@"
     )
+}
+# detach PROGRAM...: start PROGRAM in the background in a session of its own, with no
+# descriptor of ours but 0-2, and no shell of ours left between: $! is PROGRAM itself
+# (setsid execs it, a background subshell being no process-group leader).
+detach() {
+    (
+        close_fds
+        exec setsid "$@"
+    ) &
 }
 
 # wait_for SECONDS WHAT COMMAND...: until COMMAND succeeds (1 when SECONDS pass first).

@@ -218,7 +218,7 @@ cmd_build_bg() {
     mkdir -p "$DIR" "$LOG"
     # Already built and nothing changed: nothing to start. Otherwise one detached build;
     # a second build-bg while it runs just waits on the lock in the background too.
-    nolock setsid nohup "${BASH_SOURCE[0]}" build >"$LOG/build-bg.log" 2>&1 </dev/null &
+    detach nohup "${BASH_SOURCE[0]}" build >"$LOG/build-bg.log" 2>&1 </dev/null
     say "build started in the background (pid $!, log $LOG/build-bg.log)"
 }
 

@@ -60,12 +60,6 @@ BED=vgl
 # shellcheck source=common.sh
 source "$HERE/common.sh" # say die take_lock take_build_lock nolock install_packages ...
 
-# detach CMD...: run CMD in the background with no descriptor but 0-2 inherited. A caller
-# may hold the test-bed lock (`flock /tmp/vizdesk-bed.lock ...` passes its descriptor on):
-# a daemon or a background build that kept it would hold that lock as long as it runs.
-# $! is CMD itself (setsid execs it: a background subshell is no process-group leader).
-detach() { nolock setsid "$@" & }
-
 # --- build --------------------------------------------------------------------------------
 
 # fetch_source NAME ARCHIVE GH_REPO TAG: set SOURCE and SOURCE_SHA256 to a verified archive.
