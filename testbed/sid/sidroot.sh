@@ -465,8 +465,10 @@ cmd_up() {
 
 ppid_of() { awk '{print $4}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
-# What decides how a running namespace was set up (restart it when this changes).
-ns_version() { { declare -f ns_exec cmd_holder; echo "$REPO"; } | sha256sum | cut -c1-16; }
+# What decides how a running namespace was set up (restart it when this changes). The
+# checkout's device and inode too: a checkout removed and cloned again at the same path
+# leaves the running namespace's /repo bound to the deleted directory.
+ns_version() { { declare -f ns_exec cmd_holder; echo "$REPO"; stat -c '%d:%i' "$REPO"; } | sha256sum | cut -c1-16; }
 
 # fuse [usable|root-only|missing|host]: set the namespace's /dev/fuse (its own /dev, so the
 # host's device is never touched); without an argument, print the current state.
