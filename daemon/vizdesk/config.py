@@ -56,6 +56,9 @@ class RedisConfig:
     node_url: str = ""  # how compute nodes reach Redis; defaults to url
     # let the daemon enable keyspace events (K$) so a registration wakes the tracker at once
     keyspace_notifications: bool = True
+    # connections of the daemon's pool; a command waits this long for a free one
+    max_connections: int = 100
+    pool_timeout_seconds: float = 10.0
 
     def password(self) -> str | None:
         env = os.environ.get("VIZDESK_REDIS_PASSWORD_DAEMON")
@@ -107,6 +110,9 @@ class SlurmConfig:
     submit_prefix: list[str] = field(default_factory=lambda: ["runuser", "-u", "{user}", "--"])
     sbatch: str = "sbatch"
     squeue: str = "squeue"
+    # the CLI backend's tracker query: "text" (squeue --jobs=<tracked ids> --Format, cost
+    # follows the tracked jobs) or "json" (squeue --json of every job, the old way)
+    squeue_query: str = "text"
     scancel: str = "scancel"
     command_timeout_seconds: float = 15.0
     poll_interval_seconds: float = 1.0
@@ -369,6 +375,8 @@ class Config:
             raise ConfigError(f"auth.algorithms: only {sorted(allowed)} are allowed, got {bad}")
         if self.slurm.backend not in {"auto", "cli", "pyslurm"}:
             raise ConfigError("slurm.backend: one of auto, cli, pyslurm")
+        if self.slurm.squeue_query not in {"text", "json"}:
+            raise ConfigError("slurm.squeue_query: one of text, json")
         if self.slurm.conf_path and not os.path.isabs(self.slurm.conf_path):
             raise ConfigError("slurm.conf_path: an absolute path (or empty)")
         if n.vnc_flavor not in {"auto", "turbovnc", "tigervnc"}:

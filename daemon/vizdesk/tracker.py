@@ -82,11 +82,16 @@ class Tracker(SessionRole):
         self.ticks += 1
         await self._restore_acl_after_redis_restart()
         source_ids = [await src.active_job_ids() for src in self.sources]
-        job_ids = [j for ids in source_ids for j in ids]
+        owners: dict[str, str] = {}
+        for src in self.sources:
+            owners.update(src.job_owners())
+        for ids in source_ids:  # every id is asked about, owner known or not
+            for j in ids:
+                owners.setdefault(j, "")
         started = time.monotonic()
         try:
             self.slurm_queries += 1
-            statuses = await self.backend.info_many(job_ids)
+            statuses = await self.backend.info_owned(owners)
         except SlurmError as exc:
             if self.slurm_ok is not False:
                 log.warning("tracker.slurm_unreachable", error=str(exc))

@@ -270,3 +270,35 @@ async def test_unreachable_controller_is_unavailable_not_empty(
     backend = SlurmCliBackend(replace(slurm_cfg, command_timeout_seconds=60), 1000)
     with pytest.raises(SlurmUnavailable):
         await backend.info_many(["1"])
+
+
+async def test_tracked_ids_only_and_same_answer_as_the_json_query(
+    slurm_cfg: SlurmConfig,
+    partition: str,
+    private_dir: Path,
+    workdir: Path,
+    submitted: list[str],
+) -> None:
+    """The text query (squeue --jobs=<ids> --Format) answers exactly the tracked ids Slurm
+    knows, field for field what the former JSON query of every job said about them."""
+    text = SlurmCliBackend(replace(slurm_cfg, squeue_query="text"))
+    old = SlurmCliBackend(replace(slurm_cfg, squeue_query="json"))
+    failing = write_script(private_dir, "fail.sh", "exit 3\n")
+    sleeping = write_script(private_dir, "sleep.sh", "sleep 60\n")
+    ids = []
+    for script in (failing, sleeping, sleeping):
+        ids.append(await text.submit(request(script, workdir, partition)))
+        submitted.append(ids[-1])
+    done, running, other = ids
+    assert (await wait_for(text, done))[-1].state is JobState.FAILED  # type: ignore[union-attr]
+    await wait_for(text, running, {JobState.RUNNING})
+    forgotten = "999999999"
+    asked = [done, running, forgotten]
+    a, b = await text.info_many(asked), await old.info_many(asked)
+    assert set(a) == {done, running} and other not in a
+    assert a == b  # the same JobStatus values, field for field
+    assert a[done].exit_code == 3 and a[done].end_time is not None
+    assert a[running].state is JobState.RUNNING and a[running].batch_host
+    assert a[running].expected_end is not None
+    assert await text.info_many([forgotten]) == {}  # squeue refuses a lone unknown id
+    assert await text.ping() is True

@@ -304,7 +304,7 @@ def test_rejection_message_without_final_line() -> None:
 
 
 async def test_info_many_is_one_squeue_call_filtered_in_python(fakes: Fakes) -> None:
-    b = backend(fakes)
+    b = backend(fakes, squeue_query="json")
     fakes.mode("squeue", f"file:{FIX / 'squeue-26.05-all.json'}")
     got = await b.info_many(["9", "10", "12", "999999"])
     assert set(got) == {"9", "10", "12"}
@@ -325,7 +325,7 @@ async def test_info_many_large_output(fakes: Fakes, tmp_path: Path) -> None:
     big = tmp_path / "big.json"
     big.write_text(json.dumps(doc))
     assert big.stat().st_size > cli_mod._BIG_OUTPUT
-    b = backend(fakes)
+    b = backend(fakes, squeue_query="json")
     fakes.mode("squeue", f"file:{big}")
     got = await b.info_many([str(i) for i in range(1, 400)])
     assert len(got) == 300
@@ -342,7 +342,7 @@ async def test_info_many_large_output(fakes: Fakes, tmp_path: Path) -> None:
     ],
 )
 async def test_info_many_failures(fakes: Fakes, mode: str, exc: type[Exception]) -> None:
-    b = backend(fakes)
+    b = backend(fakes, squeue_query="json")
     fakes.mode("squeue", mode)
     with pytest.raises(exc):
         await b.info_many(["1"])
@@ -404,7 +404,7 @@ async def test_cancel_refuses_bad_ids(fakes: Fakes, job_id: str) -> None:
 
 async def test_on_call_hook_sees_every_call(fakes: Fakes, script: Path) -> None:
     seen: list[tuple[str, bool]] = []
-    b = backend(fakes)
+    b = backend(fakes, squeue_query="json")
     b.on_call = lambda op, seconds, ok: seen.append((op, ok)) if seconds >= 0 else None
     fakes.mode("squeue", f"file:{FIX / 'squeue-22.05-all.json'}")
     await b.submit(request(script))
@@ -429,3 +429,67 @@ def test_prefix_substitution_and_requirement(fakes: Fakes) -> None:
         b.prefix_for("alice bob")
     with pytest.raises(ValueError):
         SlurmCliBackend(SlurmConfig(submit_prefix=["runuser", "--"]))
+
+
+async def test_text_query_asks_for_the_tracked_ids_only(fakes: Fakes) -> None:
+    b = backend(fakes)  # slurm.squeue_query: text (the default)
+    fakes.mode("squeue", f"file:{FIX / 'squeue-26.05-text-states.txt'}")
+    kinds = dict(
+        line.split("=", 1)
+        for line in (FIX / "squeue-26.05-text-ids.txt").read_text().split("\n")
+        if line
+    )
+    asked = [kinds["running"], kinds["failed_exit3"], "999999", "not-an-id"]
+    got = await b.info_many(asked)
+    assert set(got) == {kinds["running"], kinds["failed_exit3"]}  # what was asked, known
+    (call,) = fakes.calls("squeue")
+    ordered = sorted([kinds["running"], kinds["failed_exit3"], "999999"], key=int)
+    assert call["argv"][1:5] == [
+        "--noheader",
+        "--all",
+        "--states=all",
+        "--jobs=" + ",".join(ordered),
+    ]
+    assert call["argv"][5].startswith("--Format=JobID:0")
+    assert call["env"]["SLURM_TIME_FORMAT"] == "%s"
+
+
+async def test_text_query_of_one_forgotten_id_is_no_job(fakes: Fakes) -> None:
+    b = backend(fakes)
+    fakes.mode("squeue", "fail:1:slurm_load_jobs error: Invalid job id specified\n")
+    assert await b.info_many(["77"]) == {}
+    with pytest.raises(SlurmUnavailable):  # with two ids the same answer is not "unknown"
+        await b.info_many(["77", "78"])
+    fakes.mode("squeue", "fail:1:slurm_load_jobs error: Unable to contact slurm controller\n")
+    with pytest.raises(SlurmUnavailable):
+        await b.info_many(["77"])
+    assert await b.ping() is False
+
+
+async def test_text_ping_asks_for_the_daemons_own_jobs(fakes: Fakes) -> None:
+    b = backend(fakes)
+    assert await b.ping() is True
+    (call,) = fakes.calls("squeue")
+    assert call["argv"][1:] == ["--noheader", "--me", "--format=%A"]
+    assert await b.info_many([]) == {}
+
+
+async def test_tracker_query_per_owner(fakes: Fakes) -> None:
+    """Few owners: one ``squeue --user=<u>`` each (slurmctld filters); ids missing from
+    those answers are asked about by id once more; many owners: one --jobs query."""
+    b = backend(fakes)
+    fakes.mode("squeue", f"file:{FIX / 'squeue-26.05-text-states.txt'}")
+    kinds = dict(
+        line.split("=", 1)
+        for line in (FIX / "squeue-26.05-text-ids.txt").read_text().split("\n")
+        if line
+    )
+    owners = {kinds["running"]: "alice", kinds["completed"]: "alice", "999999": "bob"}
+    got = await b.info_owned(owners)
+    assert set(got) == {kinds["running"], kinds["completed"]}
+    argvs = [c["argv"][1:] for c in fakes.calls("squeue")]
+    assert argvs[0][-1] == "--user=alice" and argvs[1][-1] == "--user=bob"
+    assert argvs[2][3] == "--jobs=999999"  # bob's answer lacked it: asked by id
+    many = {str(i): f"user{i}" for i in range(1, 8)}
+    await b.info_owned(many)
+    assert fakes.calls("squeue")[-1]["argv"][4].startswith("--jobs=1,2,")

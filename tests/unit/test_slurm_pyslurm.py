@@ -39,6 +39,7 @@ FAKE_PYSLURM = textwrap.dedent(
     JOBS = {}
     CANCELLED = []
     RAISE = {}
+    LOADED = []
 
 
     class PyslurmError(Exception):
@@ -96,6 +97,9 @@ FAKE_PYSLURM = textwrap.dedent(
 
         @staticmethod
         def load(job_id):
+            LOADED.append(job_id)
+            if "load" in RAISE:
+                raise RAISE["load"]
             if job_id not in JOBS:
                 raise RPCError(2017, "Invalid job id specified")
             return JOBS[job_id]
@@ -109,6 +113,7 @@ FAKE_PYSLURM = textwrap.dedent(
     class Jobs(dict):  # the real one: a MultiClusterMap keyed by int job id
         @staticmethod
         def load(preload_passwd_info=False, frozen=False):
+            LOADED.append("all")
             if "load" in RAISE:
                 raise RAISE["load"]
             jobs = Jobs()
@@ -327,6 +332,20 @@ async def test_info_many_maps_states(fake: None) -> None:
     assert got["6"].state is JobState.COMPLETING
     assert (got["7"].state, got["7"].reason) == (JobState.PENDING, "Configuring")
     assert (got["8"].user, got["8"].submit_time) == ("", None)
+
+
+async def test_info_many_per_id_below_the_threshold(fake: None) -> None:
+    from vizdesk.slurm import pyslurm_backend as mod
+
+    b = PyslurmBackend(SlurmConfig())
+    b.module.JOBS.update({i: job(i, "RUNNING") for i in range(1, 200)})
+    got = await b.info_many(["3", "5", "999", "x"])
+    assert set(got) == {"3", "5"}
+    assert b.module.LOADED == [3, 5, 999]  # one slurm_load_job per id, none of all jobs
+    b.module.LOADED.clear()
+    many = [str(i) for i in range(1, mod.PER_ID_LOAD_MAX + 2)]
+    assert set(await b.info_many(many)) == set(many)
+    assert b.module.LOADED == ["all"]
 
 
 def test_mapping_tolerates_broken_attributes() -> None:

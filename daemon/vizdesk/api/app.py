@@ -65,14 +65,20 @@ log = structlog.get_logger("vizdesk.app")
 
 
 def redis_client(cfg: Config) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
+    """The daemon's Redis client. Its pool blocks (up to ``redis.pool_timeout_seconds``)
+    when all ``redis.max_connections`` are busy: redis-py's default pool raises "Too many
+    connections" at 100 commands in flight, which a burst of requests reaches at once."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         cfg.redis.url,
         username=cfg.redis.username or None,
         password=cfg.redis.password(),
         decode_responses=True,
         health_check_interval=30,
         socket_connect_timeout=5,
+        max_connections=cfg.redis.max_connections,
+        timeout=cfg.redis.pool_timeout_seconds,
     )
+    return aioredis.Redis.from_pool(pool)  # closes the pool with the client
 
 
 def build_context(

@@ -12,7 +12,7 @@ from aiohttp import web
 from ..auth.types import Identity
 from ..contract.keys import SESSION_ID_RE
 from ..core.records import SlurmRecord
-from ..core.store import RecordStore
+from ..core.store import BadCursor, Cursor, RecordStore
 from ..core.validate import ValidationError, parse_json_body
 from .audit import audit
 from .context import Context, ctx
@@ -102,11 +102,43 @@ async def list_records(request: web.Request, store: RecordStore[R], plural: str)
     want_all = request.query.get("all", "").lower() in ("1", "true", "yes")
     if want_all and not identity.is_admin:
         raise ApiError(403, "forbidden", f"only admins may list all {plural}", field="all")
+    state = (request.query.get("state") or "").upper()
+    if "limit" in request.query or "cursor" in request.query:
+        limit = page_limit(request.query.get("limit"))
+        after = None
+        if "cursor" in request.query:
+            try:
+                after = Cursor.decode(request.query["cursor"])
+            except BadCursor as exc:
+                raise ApiError(400, "invalid_field", str(exc), field="cursor") from None
+        page, nxt = await store.page(None if want_all else identity.user, limit, after, state=state)
+        return web.json_response(
+            {plural: [r.to_public() for r in page], "next_cursor": nxt.encode() if nxt else None}
+        )
     found = await (store.list_all() if want_all else store.list_user(identity.user))
-    state = request.query.get("state")
     if state:
-        found = [r for r in found if r.state.value == state.upper()]
+        found = [r for r in found if r.state.value == state]
     return web.json_response({plural: [r.to_public() for r in found]})
+
+
+#: Page sizes of the list endpoints (``?limit=``); without limit and cursor a list
+#: answers every record at once, oldest first (the portal's and older clients' form).
+DEFAULT_PAGE_LIMIT = 50
+MAX_PAGE_LIMIT = 500
+
+
+def page_limit(raw: str | None) -> int:
+    """``?limit=`` → 1..MAX_PAGE_LIMIT (absent: DEFAULT_PAGE_LIMIT); else a 400."""
+    if raw is None or raw == "":
+        return DEFAULT_PAGE_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_LIMIT:
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"limit must be an integer from 1 to {MAX_PAGE_LIMIT}",
+            field="limit",
+        )
+    return int(raw)
 
 
 async def get_record(request: web.Request, store: RecordStore[R], what: str) -> web.Response:

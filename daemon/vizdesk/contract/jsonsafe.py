@@ -58,7 +58,8 @@ def decode_text(raw: str | bytes | bytearray) -> str:
 def check_depth(raw: str | bytes | bytearray, max_depth: int = MAX_JSON_DEPTH) -> str:
     """``raw`` as text if it nests at most ``max_depth`` deep, else :class:`JsonTooDeep`."""
     text = decode_text(raw)
-    if json_depth(text) > max_depth:
+    # no deeper than the number of opening brackets: most documents need no walk at all
+    if text.count("[") + text.count("{") > max_depth and json_depth(text) > max_depth:
         raise JsonTooDeep(max_depth)
     return text
 

@@ -21,6 +21,10 @@ class Keys:
         """Set of a user's session ids."""
         return f"{self.prefix}user:{user}:sessions"
 
+    def user_sessions_by_time(self, user: str) -> str:
+        """Sorted set of a user's session ids, scored by creation time (pages)."""
+        return f"{self.prefix}user:{user}:sessions:bytime"
+
     @property
     def all_sessions(self) -> str:
         """Sorted set of every session id, scored by creation time."""
@@ -63,6 +67,15 @@ class Keys:
 
     def user_jobs(self, user: str) -> str:
         return f"{self.prefix}user:{user}:jobs"
+
+    def user_jobs_by_time(self, user: str) -> str:
+        """Sorted set of a user's batch job ids, scored by creation time (pages)."""
+        return f"{self.prefix}user:{user}:jobs:bytime"
+
+    @property
+    def all_jobs(self) -> str:
+        """Sorted set of every batch job id, scored by creation time (admins' list)."""
+        return f"{self.prefix}jobs:all"
 
     @property
     def active_jobs(self) -> str:

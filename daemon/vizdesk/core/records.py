@@ -15,7 +15,7 @@ import functools
 import json
 import secrets
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, Self, TypeVar
@@ -65,18 +65,32 @@ class JsonRecord:
     @classmethod
     def from_json(cls, raw: str | bytes) -> Self:
         data = loads_bounded(raw)
-        kinds = _field_kinds(cls)  # type: ignore[arg-type]
+        convert = _converters(cls)  # type: ignore[arg-type]
         out: dict[str, Any] = {}
         for name, value in data.items():
-            kind = kinds.get(name)
-            if kind is None:
+            if name not in convert:
                 continue  # a field of an older or newer version: ignored
-            if kind is datetime:
-                value = parse_iso(value)
-            elif isinstance(kind, type) and issubclass(kind, enum.Enum) and value is not None:
-                value = kind(value)
-            out[name] = value
+            fn = convert[name]
+            out[name] = value if fn is None else fn(value)
         return cls(**out)
+
+
+def _enum_or_none(kind: type[enum.Enum], value: Any) -> Any:
+    return None if value is None else kind(value)
+
+
+@functools.cache
+def _converters(cls: type) -> dict[str, Callable[[Any], Any] | None]:
+    """Field name → how a JSON value becomes the field's (None: as it is)."""
+    out: dict[str, Callable[[Any], Any] | None] = {}
+    for name, kind in _field_kinds(cls).items():
+        if kind is datetime:
+            out[name] = parse_iso
+        elif isinstance(kind, type) and issubclass(kind, enum.Enum):
+            out[name] = functools.partial(_enum_or_none, kind)
+        else:
+            out[name] = None
+    return out
 
 
 @functools.cache

@@ -1,5 +1,11 @@
 """One generic record store in Redis: records, a per-user index, an active set, events.
 
+Besides the per-user set (what the live-count script reads), every record is in two
+sorted sets scored by creation time: its user's and the kind's global one. Pages
+(:meth:`RecordStore.page`, newest first) walk them by keyset (score, id), so a page costs
+the same at 20 or 20,000 records; ids whose record expired are dropped from the indexes
+when a page meets them.
+
 All state lives in Redis, so the daemon can restart (or run beside a twin) without
 losing records. Every update is an optimistic WATCH/MULTI read-modify-write, so the API
 (stop, cancel) and the tracker (state moves) never overwrite each other's transitions;
@@ -9,8 +15,12 @@ channel as ``{"type": KIND, "user": USER, KIND: <public view>}``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
@@ -93,6 +103,42 @@ class LimitReached(Exception):
         self.live, self.limit = live, limit
 
 
+class BadCursor(ValueError):
+    """A page cursor that this store did not hand out."""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page ends: the last record's creation score and id (newest-first order)."""
+
+    score: float
+    rid: str
+
+    def encode(self) -> str:
+        raw = json.dumps([self.score, self.rid], separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        if not text or len(text) > 200:
+            raise BadCursor("cursor is not one this API handed out")
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            score, rid = json.loads(raw)
+        except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+            raise BadCursor("cursor is not one this API handed out") from None
+        if (
+            not isinstance(score, int | float)
+            or isinstance(score, bool)
+            or not math.isfinite(score)
+            or not isinstance(rid, str)
+            or not rid.isalnum()
+            or len(rid) > 64
+        ):
+            raise BadCursor("cursor is not one this API handed out")
+        return cls(float(score), rid)
+
+
 class RecordStore(Generic[R]):
     """Persistence of one record kind.
 
@@ -110,9 +156,15 @@ class RecordStore(Generic[R]):
         self.retention = retention_seconds
         self.events_channel = keys.events_channel
         self.key, self.user_index, self.active_set = self.layout(keys)
+        self.user_order, self.all_order = self.order_layout(keys)
+        self._all_order_checked = False
 
     def layout(self, keys: Keys) -> tuple[Callable[[str], str], Callable[[str], str], str]:
         """(record key of an id, user index key of a user, active set key)."""
+        raise NotImplementedError
+
+    def order_layout(self, keys: Keys) -> tuple[Callable[[str], str], str]:
+        """(sorted set of a user's ids by creation time, sorted set of every id)."""
         raise NotImplementedError
 
     async def create(self, record: R) -> None:
@@ -147,7 +199,91 @@ class RecordStore(Generic[R]):
             await pipe.execute()
 
     def _queue_create(self, pipe: aioredis.client.Pipeline, record: R) -> None:
-        """Extra writes of a new record (none by default)."""
+        """Extra writes of a new record: its places in the creation-time indexes."""
+        score = record.created_at.timestamp()
+        pipe.zadd(self.user_order(record.user), {record.id: score})
+        pipe.zadd(self.all_order, {record.id: score})
+
+    async def page(
+        self, user: str | None, limit: int, after: Cursor | None = None, state: str = ""
+    ) -> tuple[list[R], Cursor | None]:
+        """Up to ``limit`` records, newest first, after ``after`` (a user's, or every
+        record when ``user`` is None), only those in ``state`` when given; and the cursor
+        of the next page (None on the last one)."""
+        index = self.all_order if user is None else self.user_order(user)
+        if user is not None:
+            await self._backfill_user_order(user, index)
+        else:
+            await self._backfill_all_order()
+        out: list[R] = []
+        last: Cursor | None = None
+        max_score: float | str = "+inf" if after is None else after.score
+        skip_from = None if after is None else after
+        batch = min(max(limit + 1, 16) * (4 if state else 1), 1000)
+        offset = 0
+        while len(out) <= limit:
+            rows: list[Any] = await self.redis.zrevrangebyscore(
+                index, max_score, "-inf", start=offset, num=batch, withscores=True
+            )
+            if not rows:
+                break
+            offset += len(rows)
+            pairs = [(strs([m])[0], float(sc)) for m, sc in rows]
+            if skip_from is not None:  # same score as the cursor: members after it only
+                pairs = [
+                    (m, sc)
+                    for m, sc in pairs
+                    if sc < skip_from.score or (sc == skip_from.score and m < skip_from.rid)
+                ]
+            ids = [m for m, _ in pairs]
+            raws = await self.redis.mget([self.key(i) for i in ids]) if ids else []
+            gone = [i for i, raw in zip(ids, raws, strict=True) if not raw]
+            if gone:  # expired records: drop them from the indexes
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.zrem(index, *gone)
+                    if user is not None:
+                        pipe.srem(self.user_index(user), *gone)
+                    await pipe.execute()
+            for (rid, score), raw in zip(pairs, raws, strict=True):
+                if not raw:
+                    continue
+                record = self.record_type.from_json(raw)
+                if state and record.state.value != state:
+                    continue
+                out.append(record)
+                if len(out) > limit:
+                    break
+                last = Cursor(score, rid)
+            if len(rows) < batch:
+                break
+        if len(out) > limit:
+            return out[:limit], last
+        return out, None
+
+    async def _backfill_all_order(self) -> None:
+        """Records stored before the global index existed: index them (one SCAN, once per
+        process, and only when the index does not exist at all)."""
+        if self._all_order_checked:
+            return
+        if not await self.redis.exists(self.all_order):
+            start = len(self.key(""))
+            ids = [strs([k])[0][start:] async for k in self.redis.scan_iter(self.key("*"))]
+            ids = [i for i in ids if i.isalnum()]
+            records = await self.get_many(ids)
+            if records:
+                await self.redis.zadd(
+                    self.all_order, {r.id: r.created_at.timestamp() for r in records}
+                )
+        self._all_order_checked = True
+
+    async def _backfill_user_order(self, user: str, index: str) -> None:
+        """Records stored before the sorted index existed: index them once."""
+        if await self.redis.exists(index):
+            return
+        ids = strs(await self.redis.smembers(self.user_index(user)))
+        records = await self.get_many(ids)
+        if records:
+            await self.redis.zadd(index, {r.id: r.created_at.timestamp() for r in records})
 
     async def get(self, rid: str) -> R | None:
         raw = await self.redis.get(self.key(rid))
@@ -169,14 +305,14 @@ class RecordStore(Generic[R]):
         return sorted(records, key=lambda r: r.created_at)
 
     async def list_all(self, limit: int = 1000) -> list[R]:
-        """Every stored record (admins), found by SCAN over the record keys."""
-        ids: list[str] = []
-        start = len(self.key(""))
-        async for key in self.redis.scan_iter(match=self.key("*"), count=500):
-            ids.append(strs([key])[0][start:])
-            if len(ids) >= limit:
-                break
-        return sorted(await self.get_many(ids), key=lambda r: r.created_at)
+        """The newest ``limit`` records (admins), from the global creation-time index."""
+        await self._backfill_all_order()
+        ids = strs(await self.redis.zrevrange(self.all_order, 0, limit - 1))
+        records = await self.get_many(ids)
+        if len(records) < len(ids):  # expired records: drop them from the index
+            alive = {r.id for r in records}
+            await self.redis.zrem(self.all_order, *[i for i in ids if i not in alive])
+        return sorted(records, key=lambda r: r.created_at)
 
     async def active_ids(self) -> list[str]:
         return sorted(strs(await self.redis.smembers(self.active_set)))

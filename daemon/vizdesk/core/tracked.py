@@ -41,6 +41,10 @@ class TrackedSource(Protocol):
         """The Slurm ids to ask about in this tick's query."""
         ...
 
+    def job_owners(self) -> dict[str, str]:
+        """``{Slurm id: user}`` of the ids :meth:`active_job_ids` just returned."""
+        ...
+
     async def apply(self, statuses: dict[str, JobStatus]) -> None:
         """Statuses of its active ids that Slurm knows; an absent id is gone from Slurm."""
         ...
@@ -121,6 +125,9 @@ class RecordTracker(Generic[R, S]):
         ids = [r.job_id for r in self._records if r.job_id]
         self._queried = set(ids)
         return ids
+
+    def job_owners(self) -> dict[str, str]:
+        return {r.job_id: r.user for r in self._records if r.job_id}
 
     def keep(self) -> None:
         self.update_gauge(self._records)

@@ -1,5 +1,5 @@
 """Batch job persistence: the generic record store with the job keys (admins list all
-jobs by SCAN over ``keys.job("*")``)."""
+jobs from the ``jobs:all`` index, sorted by creation time)."""
 
 from __future__ import annotations
 
@@ -18,3 +18,6 @@ class JobStore(RecordStore[BatchJob]):
 
     def layout(self, keys: Keys) -> tuple[Callable[[str], str], Callable[[str], str], str]:
         return keys.job, keys.user_jobs, keys.active_jobs
+
+    def order_layout(self, keys: Keys) -> tuple[Callable[[str], str], str]:
+        return keys.user_jobs_by_time, keys.all_jobs

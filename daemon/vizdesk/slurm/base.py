@@ -159,6 +159,12 @@ class SlurmBackend(abc.ABC):
         their state as it is).
         """
 
+    async def info_owned(self, owners: Mapping[str, str]) -> dict[str, JobStatus]:
+        """:meth:`info_many` of ids whose owners are known (``{job id: user name}``), so
+        a backend may ask Slurm per owner (a filter slurmctld applies itself); same
+        answer as ``info_many(owners)``. Default: exactly that."""
+        return await self.info_many(list(owners))
+
     async def info(self, job_id: str) -> JobStatus | None:
         return (await self.info_many([job_id])).get(job_id)
 

@@ -1,4 +1,4 @@
-"""Slurm through its command-line clients: ``sbatch --parsable``, ``squeue --json``, ``scancel``.
+"""Slurm through its command-line clients: ``sbatch --parsable``, ``squeue``, ``scancel``.
 
 * Only ``asyncio.create_subprocess_exec`` (never a shell), each call with a timeout; on
   timeout the whole process group is killed.
@@ -9,10 +9,15 @@
   parameters travel in the environment. The environment of every command is built from
   scratch (PATH, LANG, the user's HOME/USER/LOGNAME/SHELL, SLURM_CONF if set, and the
   request's variables), never inherited from the daemon.
-* ``squeue --json --all --states=all`` runs once per :meth:`info_many` as the daemon's own
-  user, and the ids are filtered in Python (22.05 ignores squeue's filters, and ``--jobs``
-  fails on ids Slurm has forgotten; ``--states=all`` keeps finished jobs in the answer
-  on 23.02+, where they are otherwise left out).
+* One ``squeue`` per :meth:`info_many`, as the daemon's own user. By default
+  (``slurm.squeue_query: text``) it asks for the tracked ids only,
+  ``squeue --noheader --all --states=all --jobs=<ids> --Format=...`` with separators
+  (:mod:`.squeue_text`): 22.05's ``--json`` ignores every filter, the text form honours
+  ``--jobs`` on every version, so the answer (and the parsing) follows the tracked jobs.
+  ``--states=all`` keeps finished jobs in the answer on 23.02+; a lone id Slurm has
+  forgotten makes squeue fail with "Invalid job id specified", read as "not known".
+  ``squeue_query: json`` keeps the former ``squeue --json --all --states=all`` of every
+  job, filtered in Python.
 * Errors: timeouts, "Unable to contact slurm controller", munge/authentication failures
   and commands that cannot be executed raise :class:`SlurmUnavailable`; sbatch's own
   refusals raise :class:`SlurmRejected` with Slurm's message.
@@ -44,6 +49,7 @@ from .base import (
     SubmitRequest,
 )
 from .squeue_json import parse_squeue_json
+from .squeue_text import TIME_ENV, parse_squeue_text, squeue_text_argv
 from .validate import (
     JOB_UMASK,
     base_env,
@@ -86,6 +92,14 @@ _CANCEL_DONE_MARKERS = (
     "job has already finished",
 )
 _BIG_OUTPUT = 256 * 1024  # parse squeue output larger than this off the event loop
+_UNKNOWN_JOB = "invalid job id specified"
+_ID_RE = re.compile(r"[1-9][0-9]{0,11}")
+#: More tracked ids than this are not put on squeue's command line (ARG_MAX); the query
+#: then lists every job and the ids are filtered here.
+MAX_FILTER_IDS = 20000
+#: Tracked jobs of at most this many users are asked about per user (server-side filter).
+PER_USER_QUERIES_MAX = 4
+_USER_RE = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 
 
 @dataclass(frozen=True)
@@ -228,8 +242,16 @@ class SlurmCliBackend(SlurmBackend):
             *self.cfg.extra_sbatch_args,
         ]  # no script argument: sbatch reads the script from stdin
 
-    def squeue_argv(self) -> list[str]:
-        return [self.cfg.squeue, "--json", "--all", "--states=all"]
+    def squeue_argv(self, job_ids: Collection[str] | None = None) -> list[str]:
+        """The tracker's query: JSON of every job (``squeue_query: json``, or ``job_ids``
+        None), else the delimited text form filtered to ``job_ids`` (validated digits)."""
+        if job_ids is None or self.cfg.squeue_query == "json":
+            return [self.cfg.squeue, "--json", "--all", "--states=all"]
+        return squeue_text_argv(self.cfg.squeue, job_ids)
+
+    def ping_argv(self) -> list[str]:
+        """A query slurmctld answers cheaply: the daemon user's own jobs (none)."""
+        return [self.cfg.squeue, "--noheader", "--me", "--format=%A"]
 
     def cancel_argv(self, job_id: str, user: str) -> list[str]:
         return [*self.prefix_for(user), self.cfg.scancel, check_job_id(job_id)]
@@ -282,22 +304,88 @@ class SlurmCliBackend(SlurmBackend):
             self._record("test_only", started, ok)
 
     async def info_many(self, job_ids: Collection[str]) -> dict[str, JobStatus]:
-        wanted = {str(j) for j in job_ids}
+        # ids that are not plain job ids cannot be Slurm's: left out of the query
+        wanted = sorted({str(j) for j in job_ids if _ID_RE.fullmatch(str(j))}, key=int)
+        text = self.cfg.squeue_query != "json"
+        if text and not wanted:
+            await self._ping_query()
+            return {}
+        filtered = text and len(wanted) <= MAX_FILTER_IDS
+        argv = self.squeue_argv(wanted if filtered else None)
+        if text and not filtered:
+            argv = squeue_text_argv(self.cfg.squeue, ())
+        env = base_env(self.cfg.conf_path)
+        if text:
+            env.update(TIME_ENV)
+        parse = parse_squeue_text if text else parse_squeue_json
         started, ok = time.monotonic(), False
         try:
-            res = await self._run(self.squeue_argv(), base_env(self.cfg.conf_path), None)
+            res = await self._run(argv, env, None)
             if res.returncode != 0:
+                if filtered and len(wanted) == 1 and _UNKNOWN_JOB in res.err_text.lower():
+                    ok = True  # one id, forgotten by Slurm: squeue refuses it
+                    return {}
                 raise SlurmUnavailable(
                     f"squeue failed (exit {res.returncode}): {res.err_text[-500:]}"
                 )
             if len(res.stdout) > _BIG_OUTPUT:
-                statuses = await asyncio.to_thread(parse_squeue_json, res.stdout)
+                statuses = await asyncio.to_thread(parse, res.stdout)
             else:
-                statuses = parse_squeue_json(res.stdout)
+                statuses = parse(res.stdout)
             ok = True
         finally:
             self._record("info_many", started, ok)
-        return {jid: st for jid, st in statuses.items() if jid in wanted}
+        keep = set(wanted)
+        return {jid: st for jid, st in statuses.items() if jid in keep}
+
+    async def info_owned(self, owners: Mapping[str, str]) -> dict[str, JobStatus]:
+        """Per owner when the tracked jobs belong to few users (``--user=<u>``: slurmctld
+        itself packs only that user's jobs, where ``--jobs`` with more than one id makes
+        every squeue unpack every job slurmctld remembers); else :meth:`info_many`.
+        Ids missing from the per-user answers are asked about once more by id, so a job
+        that runs as somebody else is still reported (and a forgotten one is absent)."""
+        ids = [j for j in owners if _ID_RE.fullmatch(j)]
+        by_user: dict[str, set[str]] = {}
+        for jid in ids:
+            by_user.setdefault(owners[jid], set()).add(jid)
+        if (
+            self.cfg.squeue_query == "json"
+            or len(ids) < 2
+            or len(by_user) > PER_USER_QUERIES_MAX
+            or not all(_USER_RE.fullmatch(u) for u in by_user)
+        ):
+            return await self.info_many(ids)
+        out: dict[str, JobStatus] = {}
+        env = {**base_env(self.cfg.conf_path), **TIME_ENV}
+        for user, wanted in sorted(by_user.items()):
+            argv = [*squeue_text_argv(self.cfg.squeue, ()), f"--user={user}"]
+            started, ok = time.monotonic(), False
+            try:
+                res = await self._run(argv, env, None)
+                if res.returncode == 0:
+                    statuses = parse_squeue_text(res.stdout)
+                    out.update((j, st) for j, st in statuses.items() if j in wanted)
+                    ok = True
+                elif looks_unavailable(res.err_text):
+                    raise SlurmUnavailable(f"squeue failed: {res.err_text[-500:]}")
+            finally:
+                self._record("info_many", started, ok)
+        missing = [j for j in ids if j not in out]
+        if missing:
+            out.update(await self.info_many(missing))
+        return out
+
+    async def _ping_query(self) -> None:
+        started, ok = time.monotonic(), False
+        try:
+            res = await self._run(self.ping_argv(), base_env(self.cfg.conf_path), None)
+            if res.returncode != 0:
+                raise SlurmUnavailable(
+                    f"squeue failed (exit {res.returncode}): {res.err_text[-500:]}"
+                )
+            ok = True
+        finally:
+            self._record("info_many", started, ok)
 
     async def cancel(self, job_id: str, user: str) -> None:
         argv = self.cancel_argv(str(job_id), user)

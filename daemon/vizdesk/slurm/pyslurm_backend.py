@@ -18,7 +18,9 @@ against the real objects by ``tests/slurm2511/test_pyslurm_shape.py``):
   always passed (an empty one becomes "ALL" and slurmctld answered errno 2019); pyslurm
   adds every ``SLURM_*`` variable of the daemon's own environment to it. There is no
   ``--test-only`` equivalent (no start estimates with this backend).
-* info: ``Jobs.load()`` (one RPC answering every job; a MultiClusterMap keyed by int id).
+* info: up to ``PER_ID_LOAD_MAX`` tracked ids one ``Job.load(id)`` each (``slurm_load_job``:
+  slurmctld packs only those; errno 2017 = forgotten), above it ``Jobs.load()`` (one RPC
+  answering every job; a MultiClusterMap keyed by int id).
   ``Job.state`` a string ("RUNNING"), ``state_reason`` the literal "None" when there is
   none, ``batch_host``/``allocated_nodes`` None while pending, times int epoch seconds or
   None (a running job carries its *expected* end time), ``exit_code``/``exit_code_signal``
@@ -76,6 +78,9 @@ T = TypeVar("T")
 
 ESLURM_USER_ID_MISSING = 2010  # "Invalid user id": slurmctld refused the impersonation
 ESLURM_INVALID_JOB_ID = 2017
+#: Up to this many tracked ids, one ``Job.load(id)`` each (slurmctld packs only those);
+#: above it one ``Jobs.load()`` of every job (one RPC, cost follows the cluster's jobs).
+PER_ID_LOAD_MAX = 50
 ESLURM_ALREADY_DONE = 2021
 _UNAVAILABLE_ERRNO = frozenset({2027, 2131})  # in standby mode / use backup controller
 _UNAVAILABLE_RANGES = (
@@ -326,7 +331,26 @@ class PyslurmBackend(SlurmBackend):
     async def info_many(self, job_ids: Collection[str]) -> dict[str, JobStatus]:
         wanted = {str(j) for j in job_ids}
 
+        def one_by_one() -> dict[str, JobStatus]:
+            # slurm_load_job per id: slurmctld packs only the tracked jobs
+            rpc_error = self._rpc_error_class()
+            out: dict[str, JobStatus] = {}
+            for jid in sorted(wanted, key=int):
+                try:
+                    job = self.module.Job.load(int(jid))
+                except rpc_error as exc:
+                    if _errno(exc) == ESLURM_INVALID_JOB_ID:
+                        continue  # forgotten by Slurm
+                    raise
+                status = job_status_from_pyslurm(job)
+                if status is not None:
+                    out[status.job_id] = status
+            return out
+
         def work() -> dict[str, JobStatus]:
+            wanted.intersection_update(j for j in wanted if j.isdigit() and int(j) > 0)
+            if 0 < len(wanted) <= PER_ID_LOAD_MAX:
+                return one_by_one()
             out: dict[str, JobStatus] = {}
             for job in self.module.Jobs.load().values():
                 if str(_attr(job, "id")) not in wanted:
