@@ -35,7 +35,7 @@ PACKAGES=(
     slurmctld slurmd slurm-client munge redis-server
     tigervnc-standalone-server tigervnc-tools xauth xfonts-base
     xfce4-session xfwm4 xfce4-panel xfdesktop4 xfce4-terminal xterm
-    dbus-x11 x11-xserver-utils librsvg2-common
+    dbus-x11 x11-xserver-utils librsvg2-common libnotify-bin xfce4-notifyd
     sudo procps psmisc python3-venv
 )
 

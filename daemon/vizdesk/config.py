@@ -184,6 +184,9 @@ class NodeConfig:
     apptainer_binds: list[str] = field(default_factory=list)
     # auto: extract the image (--unsquash) where the user may not use /dev/fuse
     apptainer_unsquash: str = "auto"  # auto | always | never
+    # shows the daemon's warnings (idle, walltime) inside the desktop: argv, then the
+    # summary and body are appended; runs in the desktop's X / D-Bus session (and image)
+    notify_command: list[str] = field(default_factory=lambda: ["notify-send"])
 
 
 @dataclass

@@ -144,6 +144,14 @@ async def test_forged_registration_through_acl_credentials(
             with pytest.raises((NoPermissionError, ResponseError)) as err:
                 await client.set(target, json.dumps({"session_id": alice, "port": 22}))
             assert "NOPERM" in str(err.value) or "permission" in str(err.value).lower()
+        # its notice key (the daemon's warnings for the desktop): readable, never writable
+        await redis_admin.set(keys.notice(probe_sid), json.dumps({"text": "idle"}))
+        assert json.loads(await client.get(keys.notice(probe_sid)))["text"] == "idle"
+        for target in (keys.notice(probe_sid), keys.notice(alice)):
+            with pytest.raises((NoPermissionError, ResponseError)):
+                await client.set(target, json.dumps({"text": "forged"}))
+        with pytest.raises((NoPermissionError, ResponseError)):
+            await client.get(keys.notice(alice))  # another desktop's notice
         with pytest.raises((NoPermissionError, ResponseError)):
             await client.execute_command("ACL", "LIST")
         with pytest.raises((NoPermissionError, ResponseError)):
@@ -152,6 +160,7 @@ async def test_forged_registration_through_acl_credentials(
         await client.aclose()
         await regs.delete_credentials(probe_sid)
     assert user not in await redis_admin.execute_command("ACL", "USERS")
+    assert not await redis_admin.exists(keys.notice(probe_sid))  # removed with the user
 
 
 @pytest.mark.parametrize("port", [22, 6379])

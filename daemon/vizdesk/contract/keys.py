@@ -7,6 +7,15 @@ import re
 SESSION_ID_RE = re.compile(r"^[a-f0-9]{16}$")
 
 
+def notice_key(registration_key: str) -> str:
+    """The notice key that goes with a registration key (``<prefix>reg:<sid>`` →
+    ``<prefix>notice:<sid>``): the node knows only its registration key."""
+    head, sep, sid = registration_key.rpartition("reg:")
+    if not sep:
+        raise ValueError(f"not a registration key: {registration_key!r}")
+    return f"{head}notice:{sid}"
+
+
 class Keys:
     """Key names under a configurable prefix (default ``vizdesk:``)."""
 
@@ -38,6 +47,11 @@ class Keys:
     def registration(self, sid: str) -> str:
         """The compute node's registration (JSON, with TTL), written by the job only."""
         return f"{self.prefix}reg:{sid}"
+
+    def notice(self, sid: str) -> str:
+        """A text for the desktop itself (JSON ``{at, kind, text}``), written by the daemon
+        on idle / walltime warnings, read by the node (its ACL user may only read it)."""
+        return notice_key(self.registration(sid))
 
     def ticket(self, digest: str) -> str:
         """A websocket ticket, stored under the SHA-256 of the ticket."""

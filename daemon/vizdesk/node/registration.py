@@ -81,6 +81,16 @@ class Registrar:
         self.failures = 0
         return True
 
+    async def read(self, key: str) -> str | None:
+        """GET another key the ACL user may read (the session's notice); None when it is
+        absent or Redis could not be reached (a notice is best effort)."""
+        try:
+            value = await asyncio.wait_for(self._client.get(key), timeout=self.timeout)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.info("notice_read_failed", error=f"{type(exc).__name__}: {exc}")
+            return None
+        return value if isinstance(value, str) else None
+
     async def delete(self) -> bool:
         try:
             await asyncio.wait_for(self._client.delete(self.key), timeout=self.timeout)

@@ -42,7 +42,7 @@ from vizdesk.contract.jobenv import (
     child_environ,
     parse_job_env,
 )
-from vizdesk.contract.keys import Keys
+from vizdesk.contract.keys import Keys, notice_key
 from vizdesk.contract.registration import (
     FAILURE_TTL_SECONDS,
     GpuReport,
@@ -56,6 +56,7 @@ from vizdesk.node.gpu import detect_gpus
 from vizdesk.node.guardian import DONE, handoff_line
 from vizdesk.node.listen import ListenError, listen_address, probe_host
 from vizdesk.node.logs import setup_logging
+from vizdesk.node.notice import DesktopNotifier
 from vizdesk.node.password import PrivateDir, generate_password, write_vncpasswd, write_xauthority
 from vizdesk.node.ports import pick_free_port, port_is_free
 from vizdesk.node.probe import is_rfb3, listener_pids, rfb_banner
@@ -145,6 +146,7 @@ class Wrapper:
         self.private: PrivateDir | None = None
         self.registrar: Registrar | None = None
         self.heartbeat_task: asyncio.Task[None] | None = None
+        self.notifier: DesktopNotifier | None = None
         self.guardian: asyncio.subprocess.Process | None = None
         self.record_task: asyncio.Task[None] | None = None
         self.t0 = _T0_WALL
@@ -253,6 +255,12 @@ class Wrapper:
             gpus=gpus,
         )
         log.info("vnc_ready", port=started.port, display=started.display, vnc_pid=vnc_pid)
+        desktop_env = child_environ(self.env, job.session_id)
+        desktop_env.update(DISPLAY=f":{started.display}", XAUTHORITY=str(xauth))
+        self.notifier = DesktopNotifier(
+            self.node.notify_command, job.session_id, notice_key(job.reg_key), desktop_env,
+            lambda argv, env: self._wrap(argv, env, False),
+        )  # fmt: skip
         self.heartbeat_task = asyncio.create_task(self._heartbeat(reg, gpu), name="heartbeat")
         return await self._watch(started.server, desktop, vnc_pid, adapter)
 
@@ -717,6 +725,8 @@ class Wrapper:
                         startup_seconds=round(time.monotonic() - _T0_MONO, 3),
                         registration=reg.for_log(),
                     )
+                if ok and self.notifier is not None:
+                    await self.notifier.poll(self.registrar.read)
                 await asyncio.to_thread(procs.reap_zombie_children, managed)
             except asyncio.CancelledError:
                 raise

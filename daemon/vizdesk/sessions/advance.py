@@ -28,6 +28,7 @@ from ..core.tracked import Outcome, Outcomes, RecordTracker, TrackEvents
 from ..slurm.base import JobState, JobStatus
 from ..slurm.reasons import reason_words
 from .model import Session, SessionState
+from .notices import write_notice
 from .sharing import ActivityClock, publish_close
 
 if TYPE_CHECKING:
@@ -312,6 +313,9 @@ class SessionTracking(RecordTracker[Session, SessionState]):
         """An event for the owner's streams (SSE ``kind``)."""
         event = {"type": kind, "user": session.user, kind: {"session_id": session.id, **body}}
         await self.store.redis.publish(self.store.keys.events_channel, json.dumps(event))
+        if kind in ("idle_warning", "walltime_warning"):
+            # and on the desktop itself: the node shows it at its next heartbeat
+            await write_notice(self.store.redis, self.store.keys, session.id, kind, body)
 
     async def _walltime(self, session: Session) -> Session | None:
         """Warn once at each configured point before the time limit ends the desktop."""

@@ -1,9 +1,10 @@
 """Per-session registration credentials (Redis 7 ACL users) and loading registrations.
 
 Each session gets its own Redis ACL user that may only GET/SET/DEL/EXPIRE its one
-registration key. The job receives those credentials in its environment; nobody else
-holds them, so nobody else can point the proxy at a port. What a valid registration is
-lives in :mod:`vizdesk.contract.registration`.
+registration key, and only read its notice key (warnings the daemon writes for the
+desktop itself, :mod:`vizdesk.sessions.notices`). The job receives those credentials in
+its environment; nobody else holds them, so nobody else can point the proxy at a port.
+What a valid registration is lives in :mod:`vizdesk.contract.registration`.
 
 The job writes that key, so its value is read only after its length is checked, in the
 same round trip (:data:`BOUNDED_GET`): a value over ``MAX_VALUE_BYTES`` is never fetched
@@ -96,7 +97,8 @@ class RegistrationManager:
         select = ["+select"] if self.node_db else []
         await self.redis.execute_command(  # type: ignore[no-untyped-call]
             "ACL", "SETUSER", self.keys.acl_user(sid), "reset", "on", password_rule,
-            f"~{self.keys.registration(sid)}", "resetchannels", "-@all",
+            f"~{self.keys.registration(sid)}", f"%R~{self.keys.notice(sid)}",
+            "resetchannels", "-@all",
             "+get", "+set", "+del", "+expire", "+ping", "+hello", *select,
         )  # fmt: skip
         # (CLIENT SETINFO, which redis-py sends on connect, is unknown to Redis 7.0's ACL
@@ -106,7 +108,7 @@ class RegistrationManager:
         await self.redis.execute_command(  # type: ignore[no-untyped-call]
             "ACL", "DELUSER", self.keys.acl_user(sid)
         )
-        await self.redis.delete(self.keys.registration(sid))
+        await self.redis.delete(self.keys.registration(sid), self.keys.notice(sid))
 
     async def read(self, sid: str) -> str | bytes | None:
         """The raw value of the session's key (None if absent), fetched only when at most

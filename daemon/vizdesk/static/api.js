@@ -100,6 +100,68 @@ export class Api {
     return this.request("POST", `/api/v1/sessions/${encodeURIComponent(id)}/connect`, {});
   }
 
+  /** POST /sessions?dry_run=true: Slurm's start estimate for the shape (nothing stored). */
+  estimateSession(body) {
+    return this.request("POST", "/api/v1/sessions?dry_run=true", body);
+  }
+
+  keepSession(id) {
+    return this.request("POST", `/api/v1/sessions/${encodeURIComponent(id)}/keep`, {});
+  }
+
+  relaunchSession(id) {
+    return this.request("POST", `/api/v1/sessions/${encodeURIComponent(id)}/relaunch`, {});
+  }
+
+  extendSession(id, minutes) {
+    return this.request("POST", `/api/v1/sessions/${encodeURIComponent(id)}/extend`, { minutes });
+  }
+
+  /** The desktop's thumbnail PNG as a Blob (bearer header; the server sends no-store). */
+  async thumbnail(id) {
+    return (await this.download(`/api/v1/sessions/${encodeURIComponent(id)}/thumbnail`)).blob;
+  }
+
+  // --- share links and viewers -------------------------------------------------------
+
+  createShare(sessionId, body) {
+    return this.request("POST", `/api/v1/sessions/${encodeURIComponent(sessionId)}/shares`, body);
+  }
+
+  async listShares(sessionId) {
+    const data = await this.request("GET", `/api/v1/sessions/${encodeURIComponent(sessionId)}/shares`);
+    return Array.isArray(data.shares) ? data.shares : [];
+  }
+
+  revokeShare(sessionId, shareId) {
+    return this.request(
+      "DELETE",
+      `/api/v1/sessions/${encodeURIComponent(sessionId)}/shares/${encodeURIComponent(shareId)}`,
+    );
+  }
+
+  async listViewers(sessionId) {
+    const data = await this.request("GET", `/api/v1/sessions/${encodeURIComponent(sessionId)}/viewers`);
+    return Array.isArray(data.viewers) ? data.viewers : [];
+  }
+
+  kickViewer(sessionId, connId) {
+    return this.request(
+      "DELETE",
+      `/api/v1/sessions/${encodeURIComponent(sessionId)}/viewers/${encodeURIComponent(connId)}`,
+    );
+  }
+
+  /** What a link opens (owner, scope, expiry, desktop state), for its recipient. */
+  getShare(shareId) {
+    return this.request("GET", `/api/v1/shares/${encodeURIComponent(shareId)}`);
+  }
+
+  /** The recipient's own one-time ticket: {ticket, ws_path, session_id, scope, owner}. */
+  shareTicket(shareId) {
+    return this.request("POST", `/api/v1/shares/${encodeURIComponent(shareId)}/ticket`, {});
+  }
+
   // --- batch: template library, validation, jobs, results, uploads -------------------
 
   static templatePath(ref) {

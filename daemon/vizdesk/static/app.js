@@ -4,8 +4,10 @@
 // Pure logic lives in state.js (unit-tested), network calls in api.js.
 
 import { Api, ApiError } from "./api.js";
+import { estimateText, extendStepMinutes, scopeText, sharedTitle, shareIdFromSearch, viewerEventText, warningBanner } from "./awareness.js";
 import { Batch } from "./batch.js";
 import { DesktopConnection } from "./desktop.js";
+import { SharePanel } from "./sharing.js";
 import {
   TOKEN_STORAGE_KEY,
   backoffSeconds,
@@ -56,10 +58,16 @@ const page = {
   launching: false,
   renewing: false, // a pasted / handed-over token is being checked
   tokenExpired: false, // past exp: the page waits for a new token (desktop and uploads go on)
+  shared: null, // {shareId, info}: this tab shows someone else's desktop through a link
+  shareTried: false, // the ?share= of the URL was opened once (not again on every route)
+  warnings: new Map(), // key → banner model (awareness.js warningBanner)
+  thumbs: new Map(), // session id → {at, busy} of its last thumbnail request
 };
+const THUMBNAIL_INTERVAL_MS = 10000; // the daemon grabs at most one per sessions.thumbnail_interval_seconds
 
 const api = new Api(() => page.token, onAuthLost);
 let desktop = null;
+let sharePanel = null;
 const batch = new Batch({
   api,
   getToken: () => page.token,
@@ -329,6 +337,12 @@ async function loadPortal() {
   renderSessions();
   startBackground();
   await applyRoute();
+  const shareId = shareIdFromSearch(window.location.search);
+  if (shareId && !page.shareTried) {
+    page.shareTried = true;
+    await openShared(shareId);
+  }
+  renderNotifyButton();
   performance.mark("vizdesk:interactive");
 }
 
@@ -342,7 +356,7 @@ function routeParts() {
 async function applyRoute() {
   if (!page.me || page.view === "signin") return;
   const parts = routeParts();
-  if (page.view === "desktop" && (!parts.length || parts[0] === "desktops")) return;
+  if (page.view === "desktop" && (page.shared || !parts.length || parts[0] === "desktops")) return;
   if (page.view === "desktop") leaveDesktop(false);
   if (parts.length && (await batch.route(parts))) return;
   batch.closeJob();
@@ -541,6 +555,12 @@ function createCard(s) {
   const part = (name) => li.querySelector(`[data-part="${name}"]`);
   part("open").addEventListener("click", () => openDesktop(li.dataset.sessionId));
   part("stop").addEventListener("click", () => onStopClick(li.dataset.sessionId, part("stop")));
+  part("share").addEventListener("click", () => {
+    openDesktop(li.dataset.sessionId);
+    sharePanel.toggle(true);
+  });
+  part("extend").addEventListener("click", () => extendDesktop(li.dataset.sessionId, part("extend")));
+  part("relaunch").addEventListener("click", () => relaunchDesktop(li.dataset.sessionId, part("relaunch")));
   return li;
 }
 
@@ -602,6 +622,19 @@ function updateCard(li, s, now) {
   reason.hidden = !showReason;
   reason.textContent = showReason ? s.reason : "";
   part("open").hidden = !canOpen(s);
+  part("share").hidden = s.state !== "READY";
+  part("share").setAttribute("aria-label", `Share ${sessionTitle(s)}`);
+  const step = extendStepMinutes(page.me?.policy);
+  const extend = part("extend");
+  extend.hidden = !(step && s.state === "READY");
+  extend.textContent = `Add ${step} min`;
+  extend.setAttribute("aria-label", `Add ${step} min to ${sessionTitle(s)}`);
+  const relaunch = part("relaunch");
+  relaunch.hidden = !isFinal(s.state);
+  relaunch.setAttribute("aria-label", `Relaunch ${sessionTitle(s)} with the same settings`);
+  const thumb = part("thumb");
+  if (s.state !== "READY") thumb.hidden = true;
+  thumb.alt = `Picture of ${sessionTitle(s)}`;
   const stop = part("stop");
   stop.hidden = !canStop(s);
   if (!page.stopConfirm.has(s.id)) stop.textContent = "Stop";
@@ -678,6 +711,7 @@ function onSessionUpdate(session) {
   renderSessions();
   if (before?.state !== s.state) announce(`${sessionTitle(s)}: ${stateLabel(s.state)}`);
   maybeAutoOpen(s);
+  if (!isActive(s.state) || s.state === "STOPPING") clearWarnings(s.id);
   if (page.view === "desktop" && page.desktopId === s.id && isFinal(s.state)) {
     desktop?.close(false);
     showOverlay(disconnectMessage({ session: s, clean: true, userAsked: false }));
@@ -758,6 +792,8 @@ async function connectEvents() {
         if (action.type === "session") onSessionUpdate(action.session);
         else if (action.type === "job") batch.onJobEvent(action.job);
         else if (action.type === "upload") batch.onUploadEvent(action.upload);
+        else if (action.type === "viewer") onViewerEvent(action.viewer);
+        else if (action.type === "warning") onWarning(action.kind, action.warning);
         else if (action.type === "status") {
           page.health.slurm = action.slurm === "ok";
           renderHealth();
@@ -824,6 +860,7 @@ function tick() {
     if (s && isActive(s.state)) updateCard(li, s, now);
   }
   if (page.view === "desktop") renderDesktopInfo();
+  refreshThumbnails(now);
   batch.tick();
   const left = tokenSecondsLeft(page.token, now);
   if (left !== null && left < RENEW_WARNING_SECONDS) showRenewal(left <= 0);
@@ -836,6 +873,13 @@ const RENEW_WARNING_SECONDS = 300; // the renewal banner shows this long before 
 // Desktop view
 
 function renderDesktopInfo() {
+  if (page.shared) {
+    $("desktop-title").textContent = sharedTitle(page.shared.info);
+    $("desktop-title").title = $("desktop-title").textContent;
+    document.title = `${sharedTitle(page.shared.info)} — vizdesk`;
+    $("desktop-timeleft").textContent = "";
+    return;
+  }
   const s = page.sessions.get(page.desktopId);
   if (!s) return;
   $("desktop-title").textContent = sessionTitle(s) + (s.node ? ` on ${s.node}` : "");
@@ -854,6 +898,11 @@ function setDesktopStatus(text, state) {
   $("desktop-view").dataset.connection = state;
   const connected = state === "connected";
   for (const id of ["desktop-cad", "desktop-disconnect", "clipboard-send"]) $(id).disabled = !connected;
+  if (page.shared?.info.scope === "view") {
+    // the proxy drops a view-only viewer's input anyway; the page does not offer it
+    $("desktop-cad").disabled = true;
+    $("clipboard-send").disabled = true;
+  }
 }
 
 function showOverlay({ message, canReconnect }) {
@@ -871,17 +920,62 @@ function openDesktop(id) {
   const s = page.sessions.get(id);
   if (!s || !canOpen(s)) return;
   clearError();
+  if (page.shared) closeShared();
   page.desktopId = id;
   showView("desktop");
+  setSharedMode(false);
+  sharePanel.attach(id);
   hideOverlay();
   renderDesktopInfo();
   $("clipboard-status").textContent = "";
   desktop.open(id);
 }
 
+/** Chooses the toolbar of an own desktop (false) or of one seen through a link (true). */
+function setSharedMode(shared) {
+  $("desktop-view").dataset.shared = shared ? (page.shared?.info.scope ?? "view") : "";
+  $("desktop-stop").hidden = shared;
+  $("desktop-share-toggle").hidden = shared;
+  $("desktop-cad").hidden = shared && page.shared?.info.scope === "view";
+  if (shared) sharePanel.attach(null);
+}
+
+/** Opens someone else's desktop through a share link (`/?share=<id>`). */
+async function openShared(shareId) {
+  let info;
+  try {
+    info = await api.getShare(shareId);
+  } catch (exc) {
+    if (exc instanceof ApiError && exc.info.signIn) return;
+    dropShareFromUrl();
+    showError(`This share link does not open a desktop: ${exc instanceof ApiError ? exc.message : exc}`);
+    return;
+  }
+  page.shared = { shareId, info };
+  page.desktopId = info.session_id;
+  showView("desktop");
+  setSharedMode(true);
+  hideOverlay();
+  renderDesktopInfo();
+  announce(`Opening ${sharedTitle(info)}`);
+  desktop.open(info.session_id, () => api.shareTicket(shareId));
+}
+
+function closeShared() {
+  page.shared = null;
+  dropShareFromUrl();
+  setSharedMode(false);
+}
+
+function dropShareFromUrl() {
+  if (window.location.search) history.replaceState(null, "", `${window.location.pathname}${window.location.hash}`);
+}
+
 function leaveDesktop(toPortal = true) {
   desktop.close(false);
   hideOverlay();
+  sharePanel.toggle(false);
+  if (page.shared) closeShared();
   if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
   const id = page.desktopId;
   page.desktopId = null;
@@ -922,6 +1016,10 @@ async function onDesktopEvent(ev) {
       const exc = ev.error;
       setDesktopStatus("Not connected", "disconnected");
       if (exc instanceof ApiError && exc.info.signIn) return;
+      if (page.shared) {
+        showOverlay({ message: `The shared desktop cannot be opened: ${exc instanceof ApiError ? exc.message : exc}`, canReconnect: false });
+        return;
+      }
       let session = page.sessions.get(page.desktopId) ?? null;
       if (exc instanceof ApiError && exc.status === 409) session = await freshSession(page.desktopId);
       const msg = disconnectMessage({ session, clean: false, userAsked: false });
@@ -934,6 +1032,13 @@ async function onDesktopEvent(ev) {
     case "disconnected": {
       setDesktopStatus("Disconnected", "disconnected");
       if (page.view !== "desktop") return;
+      if (page.shared) {
+        const msg = ev.userAsked
+          ? "You disconnected from the shared desktop."
+          : "Your view of the shared desktop was closed: its owner disconnected you, revoked or let the link expire, or the desktop ended.";
+        showOverlay({ message: msg, canReconnect: true });
+        return;
+      }
       const session = await freshSession(page.desktopId);
       showOverlay(disconnectMessage({ session, ...ev }));
       break;
@@ -1038,6 +1143,184 @@ function wire() {
     else applyRoute();
   });
   desktop = new DesktopConnection({ screen: $("desktop-screen"), api, onEvent: onDesktopEvent });
+  sharePanel = new SharePanel({ api, announce });
+  $("launch-estimate-button").addEventListener("click", onEstimateClick);
+  $("notify-enable").addEventListener("click", async () => {
+    await Notification.requestPermission().catch(() => {});
+    renderNotifyButton();
+  });
+}
+
+// ------------------------------------------------------------------------------
+// Awareness: warnings (idle, walltime), notifications, thumbnails, extend / relaunch, estimate
+
+function renderNotifyButton() {
+  const supported = "Notification" in window;
+  $("notify-enable").hidden = !supported || Notification.permission !== "default";
+}
+
+/** A browser notification when the user allowed them (the banner shows either way). */
+function notify(text, tag) {
+  if (!("Notification" in window) || Notification.permission !== "granted") return;
+  try {
+    new Notification("vizdesk", { body: text, tag });
+  } catch {
+    // some browsers only allow notifications from a service worker: the banner is enough
+  }
+}
+
+function onWarning(kind, warning) {
+  const s = page.sessions.get(warning.session_id);
+  const title = s ? sessionTitle(s) : "Your desktop";
+  const banner = warningBanner(kind, warning, title, page.me?.policy);
+  page.warnings.set(banner.key, banner);
+  renderWarnings();
+  announce(banner.text);
+  notify(banner.text, banner.key);
+}
+
+function onViewerEvent(ev) {
+  sharePanel.onViewerEvent(ev);
+  const text = viewerEventText(ev);
+  announce(text);
+  if (ev.event === "join") notify(text, `viewer:${ev.id ?? ev.user}`);
+}
+
+function clearWarnings(sessionId, kind = null) {
+  let changed = false;
+  for (const [key, b] of page.warnings) {
+    if (b.sessionId === sessionId && (!kind || b.kind === kind)) changed = page.warnings.delete(key) || changed;
+  }
+  if (changed) renderWarnings();
+}
+
+function renderWarnings() {
+  const box = $("warning-banners");
+  const existing = new Map([...box.children].map((el) => [el.dataset.key, el]));
+  for (const [key, b] of page.warnings) {
+    let el = existing.get(key);
+    existing.delete(key);
+    if (!el) {
+      el = $("warning-template").content.firstElementChild.cloneNode(true);
+      el.dataset.key = key;
+      el.querySelector('[data-part="dismiss"]').addEventListener("click", () => {
+        page.warnings.delete(key);
+        renderWarnings();
+      });
+      el.querySelector('[data-part="action"]').addEventListener("click", (ev) => onWarningAction(key, ev.currentTarget));
+      box.append(el);
+    }
+    el.className = `banner warning-banner banner-${b.level}`;
+    el.dataset.kind = b.kind;
+    el.dataset.sessionId = b.sessionId;
+    el.querySelector('[data-part="text"]').textContent = b.text;
+    const action = el.querySelector('[data-part="action"]');
+    action.hidden = !b.action;
+    action.textContent = b.action === "keep" ? "Keep it running" : `Add ${extendStepMinutes(page.me?.policy)} min`;
+  }
+  for (const el of existing.values()) el.remove();
+}
+
+async function onWarningAction(key, button) {
+  const b = page.warnings.get(key);
+  if (!b) return;
+  button.disabled = true;
+  try {
+    if (b.action === "keep") {
+      await api.keepSession(b.sessionId);
+      announce("Kept: the idle clock starts again");
+    } else if (b.action === "extend") {
+      const s = await api.extendSession(b.sessionId, extendStepMinutes(page.me?.policy));
+      page.sessions = upsertSession(page.sessions, s);
+      renderSessions();
+      announce(`Extended: ${timeLeftText(page.sessions.get(s.id), Date.now())}`);
+    }
+    page.warnings.delete(key);
+    renderWarnings();
+  } catch (exc) {
+    button.disabled = false;
+    if (exc instanceof ApiError && exc.info.signIn) return;
+    showError(exc instanceof ApiError ? exc.message : String(exc));
+  }
+}
+
+async function extendDesktop(id, button) {
+  button.disabled = true;
+  try {
+    const s = await api.extendSession(id, extendStepMinutes(page.me?.policy));
+    page.sessions = upsertSession(page.sessions, s);
+    clearWarnings(id, "walltime");
+    renderSessions();
+    announce(`${sessionTitle(s)}: ${timeLeftText(page.sessions.get(id), Date.now())}`);
+  } catch (exc) {
+    if (!(exc instanceof ApiError && exc.info.signIn)) showError(exc instanceof ApiError ? exc.message : String(exc));
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function relaunchDesktop(id, button) {
+  button.disabled = true;
+  clearError();
+  try {
+    const s = await api.relaunchSession(id);
+    page.sessions = upsertSession(page.sessions, s);
+    page.autoOpenId = s.id;
+    renderSessions();
+    announce(`${sessionTitle(s)} launched with the same settings`);
+    maybeAutoOpen(s);
+  } catch (exc) {
+    if (!(exc instanceof ApiError && exc.info.signIn)) showError(exc instanceof ApiError ? exc.message : String(exc));
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function onEstimateClick() {
+  const out = $("launch-estimate");
+  const { body, errors } = buildLaunchRequest(launchValues(), page.model);
+  if (Object.keys(errors).length) {
+    out.textContent = Object.values(errors).join(". ");
+    return;
+  }
+  out.textContent = "Asking Slurm…";
+  try {
+    out.textContent = estimateText(await api.estimateSession(body));
+  } catch (exc) {
+    if (exc instanceof ApiError && exc.info.signIn) return;
+    out.textContent = exc instanceof ApiError ? exc.message : String(exc);
+  }
+}
+
+/** Fetches the READY desktops' thumbnails while the list is on screen (no cost otherwise). */
+function refreshThumbnails(now) {
+  if (page.view !== "portal" || document.visibilityState !== "visible") return;
+  for (const li of $("session-list").children) {
+    const id = li.dataset.sessionId;
+    const s = page.sessions.get(id);
+    if (!s || s.state !== "READY") continue;
+    const t = page.thumbs.get(id) ?? { at: 0, busy: false };
+    if (t.busy || now - t.at < THUMBNAIL_INTERVAL_MS) continue;
+    page.thumbs.set(id, { at: now, busy: true });
+    api.thumbnail(id).then(
+      (blob) => {
+        const reader = new FileReader();
+        reader.onload = () => {
+          const img = li.querySelector('[data-part="thumb"]');
+          if (page.sessions.get(id)?.state !== "READY") return;
+          img.src = String(reader.result); // a data: URL (the CSP allows no blob: images)
+          img.hidden = false;
+        };
+        reader.readAsDataURL(blob);
+        page.thumbs.set(id, { at: Date.now(), busy: false });
+      },
+      (exc) => {
+        // an older daemon without thumbnails (404) is not asked again for this desktop
+        const gone = exc instanceof ApiError && [404, 405, 501].includes(exc.status);
+        page.thumbs.set(id, { at: gone ? Infinity : Date.now(), busy: false });
+      },
+    );
+  }
 }
 
 /** Moves a #token=... handed over by the site's portal into sessionStorage. */
@@ -1099,5 +1382,11 @@ window.vizdesk = Object.freeze({
   },
   get desktopAttempt() {
     return desktop?.attempt ?? 0;
+  },
+  get shared() {
+    return page.shared ? { ...page.shared.info, scope_text: scopeText(page.shared.info.scope) } : null;
+  },
+  get warnings() {
+    return [...page.warnings.values()];
   },
 });

@@ -23,6 +23,7 @@ export class DesktopConnection {
     this.securityFailure = null;
     this.attempt = 0;
     this.isConnected = false;
+    this.ticketSource = null;
   }
 
   get connected() {
@@ -35,9 +36,14 @@ export class DesktopConnection {
     return canvas ? { width: canvas.width, height: canvas.height } : { width: 0, height: 0 };
   }
 
-  async open(sessionId) {
+  /**
+   * Connects to a desktop. `ticketSource` (optional) fetches the one-time ticket another
+   * way than the owner's /connect, e.g. a share link's own ticket; reconnects reuse it.
+   */
+  async open(sessionId, ticketSource = null) {
     this.close(false);
     this.sessionId = sessionId;
+    this.ticketSource = ticketSource;
     this.userAsked = false;
     this.securityFailure = null;
     const attempt = ++this.attempt;
@@ -45,7 +51,7 @@ export class DesktopConnection {
     performance.mark("vizdesk:ticket-request");
     let ticket;
     try {
-      ticket = await this.api.connectTicket(sessionId);
+      ticket = await (ticketSource ? ticketSource() : this.api.connectTicket(sessionId));
     } catch (exc) {
       if (attempt !== this.attempt) return;
       this.onEvent({ type: "error", error: exc });
@@ -62,8 +68,10 @@ export class DesktopConnection {
       return;
     }
     this.rfb = rfb;
-    rfb.resizeSession = true; // the remote desktop follows the browser window
-    rfb.scaleViewport = false;
+    // the owner's desktop follows the browser window; someone else's (a share link) is
+    // scaled into it instead: a viewer never resizes the owner's desktop
+    rfb.resizeSession = !ticketSource;
+    rfb.scaleViewport = Boolean(ticketSource);
     rfb.clipViewport = false;
     rfb.focusOnClick = true;
     rfb.background = "#1b1e23";
@@ -142,7 +150,7 @@ export class DesktopConnection {
   }
 
   reconnect() {
-    if (this.sessionId) return this.open(this.sessionId);
+    if (this.sessionId) return this.open(this.sessionId, this.ticketSource);
     return Promise.resolve();
   }
 

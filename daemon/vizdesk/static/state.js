@@ -163,6 +163,14 @@ export function sseEventToAction(ev) {
     if (typeof payload.id !== "string") return null;
     return { type: "upload", upload: payload };
   }
+  if (ev.event === "viewer") {
+    if (typeof payload.session_id !== "string" || typeof payload.event !== "string") return null;
+    return { type: "viewer", viewer: payload };
+  }
+  if (ev.event === "idle_warning" || ev.event === "walltime_warning") {
+    if (typeof payload.session_id !== "string") return null;
+    return { type: "warning", kind: ev.event === "idle_warning" ? "idle" : "walltime", warning: payload };
+  }
   if (ev.event === "status") {
     const slurm = payload.slurm === "ok" || payload.slurm === true ? "ok" : "unreachable";
     return { type: "status", slurm };
@@ -240,6 +248,8 @@ export function formatDuration(seconds) {
  */
 export function timeLeftSeconds(session, nowMs) {
   if (!session || isFinal(session.state) || session.state === "STOPPING") return null;
+  const ends = ts(session.ends_at); // Slurm's own end time (moves when the desktop is extended)
+  if (ends !== null) return Math.max(0, Math.floor((ends - nowMs) / 1000));
   const start = ts(session.started_at);
   const limit = Number(session.time_limit_minutes);
   if (start === null || !Number.isFinite(limit) || limit <= 0) return null;
@@ -290,7 +300,13 @@ export function startSteps(session, nowMs) {
   else phase = ready !== null ? 2 : started !== null ? 1 : 0; // STOPPING/ENDED/FAILED
 
   const reason = session.reason ? String(session.reason) : "";
-  const queuedDetail = state === "PENDING" ? (reason ? `Slurm: ${reason}` : "waiting for Slurm") : "";
+  let queuedDetail = "";
+  if (state === "PENDING") {
+    const words = session.queue_reason ? String(session.queue_reason) : "";
+    queuedDetail = words ? `Slurm: ${words}` : reason ? `Slurm: ${reason}` : "waiting for Slurm";
+    const expected = ts(session.expected_start_at);
+    if (expected !== null) queuedDetail += `; expected start ${new Date(expected).toLocaleString()}`;
+  }
   const nodeText = session.node ? `on node ${session.node}` : "on a node";
   const steps = [
     {
