@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import textwrap
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -346,6 +347,34 @@ async def test_info_many_per_id_below_the_threshold(fake: None) -> None:
     many = [str(i) for i in range(1, mod.PER_ID_LOAD_MAX + 2)]
     assert set(await b.info_many(many)) == set(many)
     assert b.module.LOADED == ["all"]
+
+
+def test_expectations_as_the_squeue_parsers_read_them() -> None:
+    """A running job's end_time is its expected end, a pending one's start_time its
+    expected start (same fields as squeue's JSON and --Format text, for the parity)."""
+    run = job_status_from_pyslurm(job(1, "RUNNING"))
+    assert run is not None
+    assert (run.expected_end, run.end_time, run.expected_start) == (
+        datetime.fromtimestamp(T0 + 3600, tz=UTC),
+        None,
+        None,
+    )
+    pend = job_status_from_pyslurm(
+        job(2, "PENDING", batch_host=None, allocated_nodes=None, start_time=T0 + 600)
+    )
+    assert pend is not None
+    assert (pend.expected_start, pend.start_time, pend.expected_end) == (
+        datetime.fromtimestamp(T0 + 600, tz=UTC),
+        None,
+        None,
+    )
+    held = job_status_from_pyslurm(job(3, "PENDING", start_time=None, end_time=None))
+    assert held is not None and (held.expected_start, held.expected_end) == (None, None)
+    done = job_status_from_pyslurm(job(4, "COMPLETED"))
+    assert done is not None and (done.end_time, done.expected_end) == (
+        datetime.fromtimestamp(T0 + 3600, tz=UTC),
+        None,
+    )
 
 
 def test_mapping_tolerates_broken_attributes() -> None:

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from vizdesk.slurm.base import JobState, SlurmError
+from vizdesk.slurm.squeue_json import job_status_from_json
 from vizdesk.slurm.squeue_text import (
     FIELD_SEP,
     FIELDS,
@@ -114,3 +116,82 @@ def test_odd_records() -> None:
     assert parse_squeue_text("") == {} and parse_squeue_text("\n") == {}
     with pytest.raises(SlurmError):
         parse_squeue_text('{"jobs": []}')
+
+
+def _record(jid: str, state: str, host: str, submit: str, start: str, end: str) -> str:
+    return FIELD_SEP.join(
+        [jid, state, "None", "alice", "viz", host, host, "0:0", submit, start, end, "j"]
+    )
+
+
+def _epoch(n: int) -> datetime:
+    return datetime.fromtimestamp(n, tz=UTC)
+
+
+def test_end_time_and_expectations_as_the_json_parser_reads_them() -> None:
+    """EndTime of a running job is its expected end (start plus time limit), StartTime of a
+    pending one its expected start; both read exactly as squeue --json's end_time and
+    start_time are (the parity of the CLI backend's two queries and of pyslurm)."""
+    t0 = 1796306527
+    rows = {
+        "1": ("RUNNING", "n1", t0, t0 + 5, t0 + 1805),
+        "2": ("COMPLETING", "n1", t0, t0 + 5, t0 + 60),
+        "3": ("PENDING", "(null)", t0, t0 + 3600, t0 + 5400),  # backfill estimate
+        "4": ("PENDING", "(null)", t0, 0, 0),  # no estimate (held)
+        "5": ("COMPLETED", "n1", t0, t0 + 5, t0 + 65),
+        "6": ("TIMEOUT", "n1", t0, t0 + 5, t0 + 65),
+    }
+    text = "".join(
+        _record(jid, st, host, str(sub), str(start) if start else "N/A", str(end) if end else "N/A")
+        + RECORD_SEP
+        + "\n"
+        for jid, (st, host, sub, start, end) in rows.items()
+    )
+    got = parse_squeue_text(text)
+    run = got["1"]
+    assert (run.start_time, run.expected_end, run.end_time) == (
+        _epoch(t0 + 5),
+        _epoch(t0 + 1805),
+        None,
+    )
+    assert got["2"].expected_end == _epoch(t0 + 60) and got["2"].end_time is None
+    est = got["3"]
+    assert (est.expected_start, est.expected_end, est.start_time) == (_epoch(t0 + 3600), None, None)
+    assert (got["4"].expected_start, got["4"].expected_end) == (None, None)
+    for jid in ("5", "6"):
+        assert (got[jid].end_time, got[jid].expected_end) == (_epoch(t0 + 65), None)
+    for jid, (st, host, sub, start, end) in rows.items():
+        host = "" if host == "(null)" else host
+        as_json = job_status_from_json(
+            {
+                "job_id": int(jid),
+                "job_state": st,
+                "state_reason": "None",
+                "user_name": "alice",
+                "name": "j",
+                "partition": "viz",
+                "batch_host": host,
+                "nodes": host,
+                "exit_code": 0,
+                "submit_time": sub,
+                "start_time": start,
+                "end_time": end,
+            }
+        )
+        assert as_json is not None
+        assert (as_json.expected_start, as_json.expected_end, as_json.end_time) == (
+            got[jid].expected_start,
+            got[jid].expected_end,
+            got[jid].end_time,
+        ), jid
+
+
+def test_epoch_end_times_of_the_real_captures() -> None:
+    """The captured running job's EndTime is 30 min after its start (its time limit)."""
+    for version in VERSIONS:
+        kinds = ids(version)
+        got = parse_squeue_text((FIX / f"squeue-{version}-text-states.txt").read_bytes())
+        run = got[kinds["running"]]
+        assert run.start_time is not None and run.expected_end is not None
+        assert (run.expected_end - run.start_time).total_seconds() % 60 == 0, version
+        assert run.expected_end > run.start_time

@@ -9,6 +9,8 @@ from pathlib import Path
 import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from ..auth.jwt_auth import JwtAuthenticator
 from ..auth.policy import Policy
@@ -64,10 +66,24 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 log = structlog.get_logger("vizdesk.app")
 
 
+#: Retries of a command whose connection failed (after a reconnect, with a short
+#: backoff). A Redis restart leaves every pooled connection dead; without retries
+#: redis-py (``from_url``/``from_pool``: none) fails the first command on each of them,
+#: and every such failure is a 503 ``storage_unavailable`` although Redis is back.
+REDIS_RETRIES = 2
+
+
+def redis_retry() -> Retry:
+    """Connection and timeout errors: reconnect and try again, 0.1 s then 0.2 s later."""
+    return Retry(ExponentialBackoff(cap=0.5, base=0.1), REDIS_RETRIES)
+
+
 def redis_client(cfg: Config) -> aioredis.Redis:
     """The daemon's Redis client. Its pool blocks (up to ``redis.pool_timeout_seconds``)
     when all ``redis.max_connections`` are busy: redis-py's default pool raises "Too many
-    connections" at 100 commands in flight, which a burst of requests reaches at once."""
+    connections" at 100 commands in flight, which a burst of requests reaches at once.
+    A command on a connection that died (Redis restarted) is retried on a fresh one
+    (:func:`redis_retry`)."""
     pool = aioredis.BlockingConnectionPool.from_url(
         cfg.redis.url,
         username=cfg.redis.username or None,
@@ -75,6 +91,7 @@ def redis_client(cfg: Config) -> aioredis.Redis:
         decode_responses=True,
         health_check_interval=30,
         socket_connect_timeout=5,
+        retry=redis_retry(),
         max_connections=cfg.redis.max_connections,
         timeout=cfg.redis.pool_timeout_seconds,
     )

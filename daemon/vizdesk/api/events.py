@@ -74,8 +74,10 @@ class EventHub:
 
     async def _run(self) -> None:
         while True:
+            # Closed on every way out: a lost subscription's connection goes back to the
+            # (bounded) pool instead of staying checked out until garbage collection.
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(self.channel)
                 if self.registration_pattern:
                     await pubsub.psubscribe(self.registration_pattern)
@@ -93,7 +95,14 @@ class EventHub:
                 raise
             except Exception as exc:
                 log.warning("events.subscription_lost", error=str(exc))
-                await asyncio.sleep(1.0)
+            finally:
+                await self._close(pubsub)
+            await asyncio.sleep(1.0)
+
+    @staticmethod
+    async def _close(pubsub: aioredis.client.PubSub) -> None:
+        with contextlib.suppress(Exception):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 HUB: web.AppKey[EventHub] = web.AppKey("vizdesk_event_hub", EventHub)

@@ -250,6 +250,10 @@ def job_status_from_pyslurm(job: Any) -> JobStatus | None:
         submit_time=_dt(_attr(job, "submit_time")),
         start_time=_dt(_attr(job, "start_time")) if started else None,
         end_time=_dt(_attr(job, "end_time")) if state.is_finished else None,
+        # Slurm's expectations, as the squeue parsers read them: a pending job's start_time
+        # is its backfill estimate, a running one's end_time start plus time limit.
+        expected_start=_dt(_attr(job, "start_time")) if state == JobState.PENDING else None,
+        expected_end=_dt(_attr(job, "end_time")) if state.is_running else None,
     )
 
 
