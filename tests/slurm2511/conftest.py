@@ -7,8 +7,9 @@ built against the 25.11 prefix; the project's .venv does not):
     testbed/slurm2511.sh up                     # build (cached) + the 25.11 instance
     /var/lib/vizdesk-slurm2511/venv/bin/pytest tests/slurm2511
 
-``testbed/slurm2511-tier.sh`` does exactly that (``make test`` runs it after the main suite). Collected from an interpreter without
-pyslurm (the ordinary suite), the tier is left out: it is not skipped test by test.
+``testbed/slurm2511-tier.sh`` does exactly that (``make test`` runs it after the main
+suite). Collected from an interpreter without pyslurm (the ordinary suite), the tier is
+left out: it is not skipped test by test.
 The session fixture brings the instance up itself (idempotent, seconds when built) and
 skips only when the build is impossible here (no archive and no download: exit code 3).
 """
