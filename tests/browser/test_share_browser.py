@@ -6,8 +6,9 @@ after 10 min, so the test never loses its desktop), a walltime warning point 9 s
 a 30-minute desktop starts, and extend allowed (the daemon runs as root here, a Slurm
 operator). The walltime warning always comes first (the idle one needs 15 s without
 input after the desktop is ready): its banner changes the page's layout, noVNC then asks
-for a new desktop size (every 100 ms on the test bed), which must not count as input. It runs ``share_e2e.mjs``: the owner (alice) creates a view link, the
-recipient (bob) opens it and sees frames, bob's mouse and keys never reach the X server
+for a new desktop size (every 100 ms on the test bed), which must not count as input.
+It runs ``share_e2e.mjs``: the owner (alice) creates a view link, the recipient (bob)
+opens it and sees frames, bob's mouse and keys never reach the X server
 (read from the desktop's own X server, tests/helpers/xprobe.py) while alice's do, alice
 sees bob and disconnects him, the revoked link no longer opens, the idle and walltime
 banners with Keep / Add N min, the card's thumbnail, relaunch. Screenshots and
