@@ -2,10 +2,13 @@
 
 ``test_share_and_awareness_in_browser`` starts a daemon of its own on the test bed (real
 Slurm, Redis, Xvnc + XFCE) with seconds-scale settings: idle warning after 15 s (reclaim
-after 10 min, so the test never loses its desktop), a walltime warning point 24 s after
+after 10 min, so the test never loses its desktop), a walltime warning point 9 s after
 a 30-minute desktop starts, and extend allowed (the daemon runs as root here, a Slurm
-operator). It runs ``share_e2e.mjs``: the owner (alice) creates a view link, the
-recipient (bob) opens it and sees frames, bob's mouse and keys never reach the X server
+operator). The walltime warning always comes first (the idle one needs 15 s without
+input after the desktop is ready): its banner changes the page's layout, noVNC then asks
+for a new desktop size (every 100 ms on the test bed), which must not count as input.
+It runs ``share_e2e.mjs``: the owner (alice) creates a view link, the recipient (bob)
+opens it and sees frames, bob's mouse and keys never reach the X server
 (read from the desktop's own X server, tests/helpers/xprobe.py) while alice's do, alice
 sees bob and disconnects him, the revoked link no longer opens, the idle and walltime
 banners with Keep / Add N min, the card's thumbnail, relaunch. Screenshots and
@@ -36,7 +39,7 @@ AWARE_OVERRIDES: dict[str, Any] = {
         "partitions": {"*": {"warn_minutes": 0.25, "end_minutes": 10}},
         "write_interval_seconds": 1.0,
     },
-    "sessions": {"walltime_warn_minutes": [29.6, 2]},
+    "sessions": {"walltime_warn_minutes": [29.85, 2]},
     "slurm": {"allow_extend": True},
     "policy": deep_merge(TEST_POLICY, {"groups": {"*": {"max_extension_minutes": 5}}}),
 }

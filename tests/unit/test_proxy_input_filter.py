@@ -56,6 +56,34 @@ def test_control_passes_everything_and_counts_input(step: int) -> None:
     assert (seen, dropped) == (7, 0)
 
 
+@pytest.mark.parametrize("message", [KEY, POINTER, CUT, EXT_CUT, QEMU_KEY, XVP])
+def test_forwarded_input_is_presence(message: bytes) -> None:
+    f = ClientMessageFilter(allow_input=True)
+    f.feed(b"\x01" + PASSIVE)
+    assert not f.take_presence()
+    f.feed(message[:1])
+    f.feed(message[1:] + FBUR)
+    assert f.take_presence()
+    assert not f.take_presence()  # taken
+
+
+def test_desktop_size_requests_are_not_presence() -> None:
+    # noVNC sends them by itself (a banner changes the page's layout; it repeats them every
+    # 100 ms while the server's size differs): they must not keep an unused desktop alive
+    f = ClientMessageFilter(allow_input=True)
+    out, seen, _ = f.feed(b"\x01" + DESKTOP_SIZE * 50 + FBUR)
+    assert out == b"\x01" + DESKTOP_SIZE * 50 + FBUR and seen == 50  # still forwarded
+    assert not f.take_presence()
+    f.feed(DESKTOP_SIZE + POINTER)
+    assert f.take_presence()
+
+
+def test_view_input_is_never_presence() -> None:
+    f = ClientMessageFilter(allow_input=False)
+    f.feed(b"\x00" + INPUT)
+    assert not f.take_presence()
+
+
 def test_view_closes_on_unknown_type_and_unknown_qemu_submessage() -> None:
     f = ClientMessageFilter(allow_input=False)
     f.feed(b"\x01")
@@ -74,7 +102,9 @@ def test_input_allowed_steps_aside_on_unknown_type() -> None:
         1,
         0,
     )
+    assert f.take_presence()  # an unknown message may be anything
     assert f.feed(KEY) == (KEY, 1, 0)  # passthrough from now on
+    assert f.take_presence()
 
 
 def test_huge_clipboard_is_refused_and_long_one_streams() -> None:

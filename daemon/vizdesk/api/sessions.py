@@ -311,14 +311,15 @@ async def keep_session(request: web.Request) -> web.Response:
 @routes.post("/api/v1/sessions/{id}/relaunch")
 async def relaunch_session(request: web.Request) -> web.Response:
     """A new desktop with the same request as this one (image, partition, size, time,
-    geometry); policy, rate limit and max_sessions apply as for any create."""
+    geometry); policy, rate limit and max_sessions apply as for any create. The time is
+    the one asked for: minutes added with extend were for the old desktop only."""
     session = await _own(request, "session.relaunch")
     body: dict[str, Any] = {
         "partition": session.partition or None,
         "cpus": session.cpus,
         "memory_gb": session.memory_gb,
         "gpus": session.gpus,
-        "time_limit_minutes": session.time_limit_minutes,
+        "time_limit_minutes": max(1, session.time_limit_minutes - session.extended_minutes),
         "geometry": session.geometry,
     }
     if session.image:

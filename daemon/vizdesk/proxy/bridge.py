@@ -194,11 +194,11 @@ async def _pump(
         raw = browser.take_buffer()
         while True:
             try:
-                pending, inputs, _dropped = filt.feed(raw)
+                pending, _inputs, _dropped = filt.feed(raw)
             except rfb.RfbClientError as exc:
                 log.info("proxy_input_refused", error=str(exc))
                 return INPUT_REFUSED, WSCloseCode.POLICY_VIOLATION
-            if inputs and on_input is not None and filt.allow_input:
+            if filt.take_presence() and on_input is not None:
                 with contextlib.suppress(Exception):
                     on_input()
             if pending:
@@ -293,8 +293,9 @@ async def bridge_vnc(
     After the handshake the browser's stream goes through
     :class:`vizdesk.proxy.rfb.ClientMessageFilter`: with ``allow_input=False`` every
     input message is dropped (view-only share); ``on_input`` is called for each chunk
-    carrying input that was forwarded (the idle clock); ``force_shared`` makes the
-    ClientInit shared.
+    carrying forwarded input that shows a person (the idle clock: key, pointer, clipboard,
+    not the resize requests noVNC sends by itself); ``force_shared`` makes the ClientInit
+    shared.
     """
     filt = rfb.ClientMessageFilter(allow_input=allow_input, force_shared=force_shared)
     browser = WebSocketByteStream(ws, limits.ws_max_message_bytes)

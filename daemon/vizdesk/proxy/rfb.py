@@ -333,6 +333,11 @@ CLIENT_MESSAGES: dict[int, tuple[str, bool, int]] = {
     MSG_QEMU: ("QEMU", True, 2),  # sub-type decides the rest (extended key event: 12)
 }
 QEMU_SUBMESSAGE_BYTES = {0: 12}  # extended key event (the only one noVNC sends)
+#: Input messages a page sends by itself, not someone at the keyboard: noVNC asks for a
+#: new desktop size whenever the page's layout changes (a warning banner, a panel, the
+#: window) and asks again every 100 ms while the server's size differs from the one it
+#: asked for. A view-only connection still loses them; the idle clock ignores them.
+NOT_PRESENCE = frozenset({MSG_SET_DESKTOP_SIZE})
 MAX_FENCE_BYTES = 64
 STEP_ASIDE = -1  # a message whose length the filter cannot know
 
@@ -353,6 +358,8 @@ class ClientMessageFilter:
     ``feed`` returns ``(bytes to forward, input messages seen, input messages dropped)``
     and raises :class:`RfbClientError` for a message a view-only connection may not send.
     Fragmented messages are reassembled; a long clipboard text is streamed, not buffered.
+    :meth:`take_presence` says whether forwarded input since the last call showed someone
+    at the keyboard (the idle clock): every input message but :data:`NOT_PRESENCE`.
     """
 
     def __init__(
@@ -366,9 +373,16 @@ class ClientMessageFilter:
         self._body_left = 0  # bytes of a ClientCutText body still to pass or drop
         self._body_forward = False
         self._passthrough = False
+        self._presence = False
+
+    def take_presence(self) -> bool:
+        """Whether input that shows a person was forwarded since the last call."""
+        seen, self._presence = self._presence, False
+        return seen
 
     def feed(self, data: bytes) -> tuple[bytes, int, int]:
         if self._passthrough:
+            self._presence = True  # only with input allowed
             return data, 1, 0
         self._buf += data
         out = bytearray()
@@ -398,6 +412,7 @@ class ClientMessageFilter:
                 if not self.allow_input:
                     raise RfbClientError(f"client message type {mtype} is not allowed here")
                 self._passthrough = True
+                self._presence = True  # an unknown message: it may be anything
                 out += self._buf
                 self._buf.clear()
                 seen += 1
@@ -416,6 +431,8 @@ class ClientMessageFilter:
                 seen += 1
                 if not forward:
                     dropped += 1
+                elif mtype not in NOT_PRESENCE:
+                    self._presence = True
             if forward:
                 out += self._buf[:length]
             del self._buf[:length]
