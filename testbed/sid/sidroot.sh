@@ -437,10 +437,13 @@ cmd_up() {
         setsid "${BASH_SOURCE[0]}" _holder </dev/null >"$RUN_DIR/holder.log" 2>&1 7>&- 8>&- 9>&- &
         local starter=$! child="" p
         for _ in $(seq 100); do
+            # the init is the child of unshare, itself the child of the starter: walk down
+            # from the process started here (never a search by name across the machine)
             child=""
-            for p in $(pgrep -x sidroot-init || true); do
-                # the init is the child of unshare, itself the child of the starter
-                if [[ $(ppid_of "$(ppid_of "$p")") == "$starter" ]]; then child=$p; fi
+            for p in $(children_of "$starter"); do
+                for p in "$p" $(children_of "$p"); do
+                    [[ $(cat "/proc/$p/comm" 2>/dev/null) == sidroot-init ]] && child=$p
+                done
             done
             [[ -n $child && -e /proc/$child/root/run/sidroot-init.ready ]] && break
             sleep 0.1
@@ -463,7 +466,7 @@ cmd_up() {
     say "up: munge, redis (127.0.0.1:$SID_REDIS_PORT), slurm 26.05 ($SID_NODE, partition $SID_PARTITION)"
 }
 
-ppid_of() { awk '{print $4}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+children_of() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
 
 # What decides how a running namespace was set up (restart it when this changes). The
 # checkout's device and inode too: a checkout removed and cloned again at the same path

@@ -291,8 +291,8 @@ try {
   check(!navigations.some((u) => !u.includes("#/jobs/")), `no reload while watching: ${navigations}`);
   summary.job = { id: jobId, states };
   log(`job ${jobId}: states ${states.join(" → ")} without reloading`);
-  const outText = await page.locator("#job-output").innerText();
-  check(outText.trim().length > 0, "the output tail is shown");
+  // the page fetches the tail after it shows the final state: wait for that request
+  await expectSoon(page.waitForFunction(() => document.getElementById("job-output").textContent.trim().length > 0, null, { timeout: 15000 }), "the output tail is shown");
   await expectSoon(page.locator("#results-rows tr").first().waitFor(), "result files listed");
   await shot("b09-job-done");
   // one result file: the page's download vs the API's bytes

@@ -62,6 +62,24 @@ def request(script: Path, kind: str, via: str, partition: str) -> SubmitRequest:
     )
 
 
+async def submit(
+    s: Slurm2511, backend: SlurmCliBackend | PyslurmBackend, script: Path, kind: str, via: str
+) -> str:
+    """Submits one job of ``kind``; a ``held`` one is held right after submission. The
+    scheduler may start it before the hold lands (``scontrol hold`` then fails): that job
+    is cancelled and submitted again, so every held job is seen PENDING."""
+    for _ in range(5):
+        jid = await backend.submit(request(script, kind, via, s.partition))
+        if kind != "held":
+            return jid
+        s.run("scontrol", "hold", jid, check=False)
+        state = s.run("squeue", "-h", "-j", jid, "-o", "%T", check=False).strip()
+        if state == "PENDING":
+            return jid
+        s.run("scancel", jid, check=False)
+    raise AssertionError(f"a {via} job kept starting before it could be held")
+
+
 async def test_cli_and_pyslurm_agree_on_every_state(
     slurm2511: Slurm2511, tmp_path: Path
 ) -> None:
@@ -72,10 +90,7 @@ async def test_cli_and_pyslurm_agree_on_every_state(
         script = tmp_path / f"{kind}.sh"
         script.write_text("#!/bin/bash\n" + body)
         for via, backend in (("cli", cli), ("pyslurm", py)):
-            jid = await backend.submit(request(script, kind, via, slurm2511.partition))
-            ids[jid] = (kind, via)
-            if kind == "held":
-                slurm2511.run("scontrol", "hold", jid)
+            ids[await submit(slurm2511, backend, script, kind, via)] = (kind, via)
 
     seen: dict[tuple[str, JobState], JobStatus] = {}  # (job, state) -> the agreed status
     mismatches: list[tuple[JobStatus, JobStatus]] = []

@@ -218,7 +218,7 @@ async def test_submit_maps_the_request(
 ) -> None:
     monkeypatch.setenv("VIZDESK_JWT_SECRET", "daemon-secret")
     monkeypatch.delenv("SLURM_CONF", raising=False)
-    b = PyslurmBackend(SlurmConfig(), min_uid=1000)
+    b = PyslurmBackend(SlurmConfig(), min_uid=1000, isolated=False)
     assert await b.submit(request(script)) == "4242"
     (desc,) = mod().SUBMITTED
     assert desc == {
@@ -249,7 +249,7 @@ async def test_submit_maps_the_request(
 
 
 async def test_submit_validates_before_pyslurm(fake: None, script: Path) -> None:
-    b = PyslurmBackend(SlurmConfig())
+    b = PyslurmBackend(SlurmConfig(), isolated=False)
     for over in ({"job_name": "a b"}, {"script_args": ("x",)}, {"env": {"SBATCH_X": "1"}}):
         with pytest.raises(InvalidSubmission):
             await b.submit(request(script, **over))
@@ -269,7 +269,7 @@ async def test_submit_validates_before_pyslurm(fake: None, script: Path) -> None
     ],
 )
 async def test_submit_errors(fake: None, script: Path, errno: int, exc: type[Exception]) -> None:
-    b = PyslurmBackend(SlurmConfig())
+    b = PyslurmBackend(SlurmConfig(), isolated=False)
     b.module.RAISE["submit"] = b.module.RPCError(errno, f"message {errno}")
     with pytest.raises(exc) as info:
         await b.submit(request(script))
@@ -282,7 +282,7 @@ async def test_submit_errors(fake: None, script: Path, errno: int, exc: type[Exc
 async def test_submit_errors_that_are_not_the_users_fault(
     fake: None, script: Path, kind: str
 ) -> None:
-    b = PyslurmBackend(SlurmConfig())
+    b = PyslurmBackend(SlurmConfig(), isolated=False)
     b.module.RAISE["submit"] = (
         ValueError("Batch script contains DOS line breaks")
         if kind == "value_error"
@@ -294,7 +294,7 @@ async def test_submit_errors_that_are_not_the_users_fault(
 
 
 async def test_info_many_maps_states(fake: None) -> None:
-    b = PyslurmBackend(SlurmConfig())
+    b = PyslurmBackend(SlurmConfig(), isolated=False)
     b.module.JOBS.update(
         {
             1: job(1, "RUNNING"),
@@ -338,7 +338,7 @@ async def test_info_many_maps_states(fake: None) -> None:
 async def test_info_many_per_id_below_the_threshold(fake: None) -> None:
     from vizdesk.slurm import pyslurm_backend as mod
 
-    b = PyslurmBackend(SlurmConfig())
+    b = PyslurmBackend(SlurmConfig(), isolated=False)
     b.module.JOBS.update({i: job(i, "RUNNING") for i in range(1, 200)})
     got = await b.info_many(["3", "5", "999", "x"])
     assert set(got) == {"3", "5"}
@@ -392,7 +392,7 @@ def test_mapping_tolerates_broken_attributes() -> None:
 
 
 async def test_info_many_rpc_error_is_unavailable(fake: None) -> None:
-    b = PyslurmBackend(SlurmConfig())
+    b = PyslurmBackend(SlurmConfig(), isolated=False)
     b.module.RAISE["load"] = b.module.RPCError(1800, "Unable to contact slurm controller")
     with pytest.raises(SlurmUnavailable):
         await b.info_many(["1"])
@@ -400,7 +400,7 @@ async def test_info_many_rpc_error_is_unavailable(fake: None) -> None:
 
 
 async def test_cancel_checks_the_owner(fake: None) -> None:
-    b = PyslurmBackend(SlurmConfig())
+    b = PyslurmBackend(SlurmConfig(), isolated=False)
     b.module.JOBS.update(
         {7: job(7, "RUNNING"), 8: job(8, "RUNNING", user_name="bob", user_id=1003)}
     )
@@ -417,7 +417,7 @@ async def test_cancel_checks_the_owner(fake: None) -> None:
 @pytest.mark.parametrize(("errno", "exc"), [(1800, SlurmUnavailable), (2002, SlurmError)])
 async def test_cancel_errors(fake: None, errno: int, exc: type[Exception]) -> None:
     """``Job(id).cancel()`` never raises: the owner check's ``Job.load`` is what can fail."""
-    b = PyslurmBackend(SlurmConfig())
+    b = PyslurmBackend(SlurmConfig(), isolated=False)
     b.module.JOBS[7] = job(7, "RUNNING")
     orig = b.module.Job.load
 
@@ -434,13 +434,13 @@ async def test_cancel_errors(fake: None, errno: int, exc: type[Exception]) -> No
 
 
 async def test_submit_always_passes_an_environment(fake: None, script: Path) -> None:
-    b = PyslurmBackend(SlurmConfig())
+    b = PyslurmBackend(SlurmConfig(), isolated=False)
     await b.submit(request(script, env={}))
     assert mod().SUBMITTED[0]["environment"]["PATH"] == validate.SAFE_PATH
 
 
 async def test_submit_maps_the_batch_fields(fake: None, script: Path) -> None:
-    b = PyslurmBackend(SlurmConfig())
+    b = PyslurmBackend(SlurmConfig(), isolated=False)
     await b.submit(
         request(
             script,
@@ -468,7 +468,9 @@ async def test_submit_maps_the_batch_fields(fake: None, script: Path) -> None:
 
 async def test_on_call_hook(fake: None, script: Path) -> None:
     seen: list[tuple[str, bool]] = []
-    b = PyslurmBackend(SlurmConfig(), on_call=lambda op, s, ok: seen.append((op, ok)))
+    b = PyslurmBackend(
+        SlurmConfig(), on_call=lambda op, s, ok: seen.append((op, ok)), isolated=False
+    )
     b.module.JOBS[1] = job(1, "RUNNING")
     await b.submit(request(script))
     await b.info_many(["1"])

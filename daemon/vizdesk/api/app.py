@@ -247,6 +247,7 @@ def create_app(
         await context.upload_sweeper.stop()
         await proxy_control.stop()
         await app[events.HUB].stop()
+        await context.backend.close()
         await context.redis.aclose()
 
     app.cleanup_ctx.append(lifecycle)

@@ -185,6 +185,9 @@ class SlurmBackend(abc.ABC):
     async def cancel(self, job_id: str, user: str) -> None:
         """Cancel the job (as ``user``); an already finished or unknown job is not an error."""
 
+    async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release here
+        """Release what the adapter holds (pyslurm's child processes); called at shutdown."""
+
     async def ping(self) -> bool:
         """True when the scheduler answers."""
         try:

@@ -32,7 +32,8 @@ against the real objects by ``tests/slurm2511/test_pyslurm_shape.py``):
   15 s, slurm.conf's MessageTimeout); ``slurm.extra_sbatch_args`` has no equivalent here
   and is ignored (logged once).
 
-Every blocking call runs in a worker thread with ``slurm.command_timeout_seconds``.
+pyslurm does not release the GIL during an RPC, so every call runs in a child process
+(:mod:`vizdesk.slurm.pyslurm_process`) with ``slurm.command_timeout_seconds``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from .base import (
     SlurmUnavailable,
     SubmitRequest,
 )
+from .pyslurm_process import PyslurmProcess
 from .squeue_json import state_from_names
 from .validate import (
     check_job_id,
@@ -257,19 +259,141 @@ def job_status_from_pyslurm(job: Any) -> JobStatus | None:
     )
 
 
+def rpc_error_class(mod: ModuleType) -> type[BaseException]:
+    cls = getattr(mod, "RPCError", None)
+    return cls if isinstance(cls, type) and issubclass(cls, BaseException) else Exception
+
+
+def submit_description(
+    mod: ModuleType, req: SubmitRequest, uid: int, gid: int, script: str, env: dict[str, str]
+) -> Any:
+    """The ``JobSubmitDescription`` for ``req`` (call :func:`check_request` first)."""
+    desc = mod.JobSubmitDescription(
+        name=req.job_name,
+        cpus_per_task=req.cpus,
+        memory_per_node=req.memory_mb,
+        time_limit=req.time_limit_minutes,
+        working_directory=req.workdir,
+        environment=env,
+        script=script,
+        user_id=uid,
+        group_id=gid,
+    )
+    if req.partition:
+        desc.partitions = req.partition
+    if req.gpus > 0:
+        gres = f"gpu:{req.gpu_type}:{req.gpus}" if req.gpu_type else f"gpu:{req.gpus}"
+        desc.gres_per_node = gres
+    if req.output:
+        desc.standard_output = req.output
+    # Attribute names of pyslurm 25.11's JobSubmitDescription.
+    if req.nodes != 1:
+        desc.nodes = req.nodes
+    if req.ntasks != 1:
+        desc.ntasks = req.ntasks
+    if req.ntasks_per_node is not None:
+        desc.ntasks_per_node = req.ntasks_per_node
+    for attr, value in (
+        ("constraints", req.constraint),
+        ("account", req.account),
+        ("qos", req.qos),
+        ("mail_types", req.mail_type),
+    ):
+        if value:
+            setattr(desc, attr, value)
+    if req.requeue is not None:
+        desc.is_requeueable = req.requeue
+    return desc
+
+
+# -- the blocking calls: plain arguments in, plain values out (they run in a child) ------
+def op_submit(
+    mod: ModuleType, req: SubmitRequest, uid: int, gid: int, script: str, env: dict[str, str]
+) -> str:
+    return str(int(submit_description(mod, req, uid, gid, script, env).submit()))
+
+
+def op_info_many(mod: ModuleType, job_ids: list[str]) -> dict[str, JobStatus]:
+    wanted = {j for j in job_ids if j.isdigit() and int(j) > 0}
+    out: dict[str, JobStatus] = {}
+    if 0 < len(wanted) <= PER_ID_LOAD_MAX:
+        # slurm_load_job per id: slurmctld packs only the tracked jobs
+        rpc_error = rpc_error_class(mod)
+        for jid in sorted(wanted, key=int):
+            try:
+                job = mod.Job.load(int(jid))
+            except rpc_error as exc:
+                if _errno(exc) == ESLURM_INVALID_JOB_ID:
+                    continue  # forgotten by Slurm
+                raise
+            status = job_status_from_pyslurm(job)
+            if status is not None:
+                out[status.job_id] = status
+        return out
+    for job in mod.Jobs.load().values():  # also SlurmBackend.ping's RPC (no ids)
+        if str(_attr(job, "id")) not in wanted:
+            continue
+        status = job_status_from_pyslurm(job)
+        if status is not None:
+            out[status.job_id] = status
+    return out
+
+
+def op_cancel(mod: ModuleType, jid: int, uid: int, name: str) -> None:
+    rpc_error = rpc_error_class(mod)
+    try:
+        job = mod.Job.load(jid)
+    except rpc_error as exc:
+        if _errno(exc) in (ESLURM_INVALID_JOB_ID, ESLURM_ALREADY_DONE):
+            return
+        raise
+    owner_uid = _int(_attr(job, "user_id"))
+    owner = _attr(job, "user_name")
+    if owner_uid != uid and owner != name:
+        raise SlurmRejected(f"job {jid} does not belong to {name}")
+    try:
+        mod.Job(jid).cancel()
+    except rpc_error as exc:
+        if _errno(exc) not in (ESLURM_INVALID_JOB_ID, ESLURM_ALREADY_DONE):
+            raise
+
+
+#: What the child process can be asked to run (the mapping is the protocol).
+OPS: dict[str, Callable[..., Any]] = {
+    "submit": op_submit,
+    "info_many": op_info_many,
+    "cancel": op_cancel,
+}
+
+
 class PyslurmBackend(SlurmBackend):
-    """The scheduler adapter on top of pyslurm (imported lazily, on first use)."""
+    """The scheduler adapter on top of pyslurm.
+
+    ``isolated`` (the default) runs every pyslurm call in a child process
+    (:class:`~vizdesk.slurm.pyslurm_process.PyslurmProcess`): libslurm holds the GIL for
+    a whole RPC, so a call in a thread would stall the daemon while slurmctld is down.
+    ``isolated=False`` calls pyslurm in a worker thread of this process (unit tests with a
+    fake pyslurm module; the same ``OPS`` functions run either way).
+    """
 
     name = "pyslurm"
 
     def __init__(
-        self, cfg: SlurmConfig, min_uid: int = 1000, on_call: OnCall | None = None
+        self,
+        cfg: SlurmConfig,
+        min_uid: int = 1000,
+        on_call: OnCall | None = None,
+        *,
+        isolated: bool = True,
     ) -> None:
         self.cfg = cfg
         self.min_uid = min_uid
         self.on_call = on_call
         self.timeout = cfg.command_timeout_seconds
         self._mod: ModuleType | None = None
+        self._process = (
+            PyslurmProcess(conf_path_of(cfg.conf_path), self.timeout) if isolated else None
+        )
         if cfg.extra_sbatch_args:
             log.warning("slurm.extra_sbatch_args_ignored", backend="pyslurm")
 
@@ -282,127 +406,43 @@ class PyslurmBackend(SlurmBackend):
     def submit_description(
         self, req: SubmitRequest, uid: int, gid: int, script: str, env: dict[str, str]
     ) -> Any:
-        """The ``JobSubmitDescription`` for ``req`` (call :func:`check_request` first)."""
-        desc = self.module.JobSubmitDescription(
-            name=req.job_name,
-            cpus_per_task=req.cpus,
-            memory_per_node=req.memory_mb,
-            time_limit=req.time_limit_minutes,
-            working_directory=req.workdir,
-            environment=env,
-            script=script,
-            user_id=uid,
-            group_id=gid,
-        )
-        if req.partition:
-            desc.partitions = req.partition
-        if req.gpus > 0:
-            gres = f"gpu:{req.gpu_type}:{req.gpus}" if req.gpu_type else f"gpu:{req.gpus}"
-            desc.gres_per_node = gres
-        if req.output:
-            desc.standard_output = req.output
-        # Attribute names of pyslurm 25.11's JobSubmitDescription.
-        if req.nodes != 1:
-            desc.nodes = req.nodes
-        if req.ntasks != 1:
-            desc.ntasks = req.ntasks
-        if req.ntasks_per_node is not None:
-            desc.ntasks_per_node = req.ntasks_per_node
-        for attr, value in (
-            ("constraints", req.constraint),
-            ("account", req.account),
-            ("qos", req.qos),
-            ("mail_types", req.mail_type),
-        ):
-            if value:
-                setattr(desc, attr, value)
-        if req.requeue is not None:
-            desc.is_requeueable = req.requeue
-        return desc
+        """The ``JobSubmitDescription`` for ``req`` (in this process)."""
+        return submit_description(self.module, req, uid, gid, script, env)
 
     async def submit(self, req: SubmitRequest) -> str:
         check_request(req)
         account = await asyncio.to_thread(lookup_account, req.user, self.min_uid)
         script = await asyncio.to_thread(read_script, req.script)
         env = user_env(account, req.env, self.cfg.conf_path)
-
-        def work() -> str:
-            desc = self.submit_description(req, account.uid, account.gid, script, env)
-            return str(int(desc.submit()))
-
-        return await self._call("submit", work, self._submit_error)
+        args = (req, account.uid, account.gid, script, env)
+        result: str = await self._call("submit", args, self._submit_error)
+        return result
 
     async def info_many(self, job_ids: Collection[str]) -> dict[str, JobStatus]:
-        wanted = {str(j) for j in job_ids}
-
-        def one_by_one() -> dict[str, JobStatus]:
-            # slurm_load_job per id: slurmctld packs only the tracked jobs
-            rpc_error = self._rpc_error_class()
-            out: dict[str, JobStatus] = {}
-            for jid in sorted(wanted, key=int):
-                try:
-                    job = self.module.Job.load(int(jid))
-                except rpc_error as exc:
-                    if _errno(exc) == ESLURM_INVALID_JOB_ID:
-                        continue  # forgotten by Slurm
-                    raise
-                status = job_status_from_pyslurm(job)
-                if status is not None:
-                    out[status.job_id] = status
-            return out
-
-        def work() -> dict[str, JobStatus]:
-            wanted.intersection_update(j for j in wanted if j.isdigit() and int(j) > 0)
-            if 0 < len(wanted) <= PER_ID_LOAD_MAX:
-                return one_by_one()
-            out: dict[str, JobStatus] = {}
-            for job in self.module.Jobs.load().values():
-                if str(_attr(job, "id")) not in wanted:
-                    continue
-                status = job_status_from_pyslurm(job)
-                if status is not None:
-                    out[status.job_id] = status
-            return out
-
         def error(exc: Exception) -> SlurmError:
             return SlurmUnavailable(f"loading jobs failed: {_message(exc)}")
 
-        return await self._call("info_many", work, error)
+        wanted = sorted({str(j) for j in job_ids})
+        result: dict[str, JobStatus] = await self._call("info_many", (wanted,), error)
+        return result
 
     async def cancel(self, job_id: str, user: str) -> None:
         jid = int(check_job_id(str(job_id)))
         account = await asyncio.to_thread(lookup_account, user, self.min_uid)
-
-        def work() -> None:
-            rpc_error = self._rpc_error_class()
-            try:
-                job = self.module.Job.load(jid)
-            except rpc_error as exc:
-                if _errno(exc) in (ESLURM_INVALID_JOB_ID, ESLURM_ALREADY_DONE):
-                    return
-                raise
-            owner_uid = _int(_attr(job, "user_id"))
-            owner = _attr(job, "user_name")
-            if owner_uid != account.uid and owner != account.name:
-                raise SlurmRejected(f"job {jid} does not belong to {account.name}")
-            try:
-                self.module.Job(jid).cancel()
-            except rpc_error as exc:
-                if _errno(exc) not in (ESLURM_INVALID_JOB_ID, ESLURM_ALREADY_DONE):
-                    raise
 
         def error(exc: Exception) -> SlurmError:
             if is_unavailable_errno(_errno(exc)):
                 return SlurmUnavailable(f"cancel failed: {_message(exc)}")
             return SlurmError(f"cancel failed: {_message(exc)}")
 
-        await self._call("cancel", work, error)
+        await self._call("cancel", (jid, account.uid, account.name), error)
+
+    async def close(self) -> None:
+        """Ends the child processes (a later call starts new ones)."""
+        if self._process is not None:
+            await self._process.close()
 
     # -- helpers ----------------------------------------------------------------------
-    def _rpc_error_class(self) -> type[BaseException]:
-        cls = getattr(self.module, "RPCError", None)
-        return cls if isinstance(cls, type) and issubclass(cls, BaseException) else Exception
-
     @staticmethod
     def _submit_error(exc: Exception) -> SlurmError:
         errno = _errno(exc)
@@ -420,11 +460,16 @@ class PyslurmBackend(SlurmBackend):
         return SlurmError(f"submission failed: {_message(exc)}")
 
     async def _call(
-        self, op: str, work: Callable[[], T], error: Callable[[Exception], SlurmError]
-    ) -> T:
+        self, op: str, args: tuple[Any, ...], error: Callable[[Exception], SlurmError]
+    ) -> Any:
         started, ok = time.monotonic(), False
         try:
-            result = await asyncio.wait_for(asyncio.to_thread(work), self.timeout)
+            if self._process is not None:
+                result = await self._process.call(op, args)
+            else:
+                work = OPS[op]
+                mod = self.module
+                result = await asyncio.wait_for(asyncio.to_thread(work, mod, *args), self.timeout)
             ok = True
             return result
         except TimeoutError:
