@@ -158,7 +158,21 @@ async def test_desktop_session_end_to_end(http, flavor_daemon, redis_admin, test
     reader, writer = await asyncio.open_connection(testbed.node, reg["port"])
     direct = await handshake(TcpStream(reader, writer), password=reg["password"])
     assert direct.width == 1024
+    # ExtendedMouseButtons (-316): TurboVNC confirms it when asked directly, and then
+    # takes 7-byte PointerEvents the proxy's 6-byte parser would cut; through the proxy it
+    # is never offered (the filter removes it from SetEncodings).
+    direct_confirmed: set[int] = set()
+    await full_framebuffer(
+        TcpStream(reader, writer), direct, pseudo=(-316,), confirmed=direct_confirmed
+    )
+    assert (-316 in direct_confirmed) == (daemon.flavor == "turbovnc"), direct_confirmed
     writer.close()
+    ws = await open_desktop(http, daemon, sid)
+    stream = WsStream(ws)
+    proxied: set[int] = set()
+    await full_framebuffer(stream, await handshake(stream), pseudo=(-316,), confirmed=proxied)
+    assert proxied == set(), proxied
+    await ws.close()
     reader, writer = await asyncio.open_connection(testbed.node, reg["port"])
     with pytest.raises(RfbAuthFailed):
         await handshake(TcpStream(reader, writer), password=None)

@@ -94,11 +94,20 @@ async def handshake(stream: WsStream | TcpStream, password: str | None = None) -
 
 
 async def full_framebuffer(
-    stream: WsStream | TcpStream, init: ServerInit, *, set_encodings: bool = True
+    stream: WsStream | TcpStream,
+    init: ServerInit,
+    *,
+    set_encodings: bool = True,
+    pseudo: tuple[int, ...] = (),
+    confirmed: set[int] | None = None,
 ) -> tuple[int, bytes]:
-    """Request a non-incremental update with Raw encoding; return (covered pixels, pixels)."""
+    """Request a non-incremental update with Raw encoding; return (covered pixels, pixels).
+
+    ``pseudo`` encodings are offered too; the empty rectangles by which the server confirms
+    one (e.g. ExtendedMouseButtons, -316) are added to ``confirmed``."""
     if set_encodings:
-        await stream.write(struct.pack("!BBHi", 2, 0, 1, 0))  # SetEncodings: Raw
+        encs = (0, *pseudo)  # Raw first
+        await stream.write(struct.pack(f"!BBH{len(encs)}i", 2, 0, len(encs), *encs))
     await stream.write(struct.pack("!BBHHHH", 3, 0, 0, 0, init.width, init.height))
     covered = 0
     sample = bytearray()
@@ -121,6 +130,9 @@ async def full_framebuffer(
         _, nrects = struct.unpack("!BH", await stream.read_exactly(3))
         for _ in range(nrects):
             _x, _y, w, h, enc = struct.unpack("!HHHHi", await stream.read_exactly(12))
+            if enc in pseudo and w * h == 0 and confirmed is not None:
+                confirmed.add(enc)
+                continue
             if enc != 0:
                 raise ConnectionError(f"server sent encoding {enc}, asked Raw only")
             data = await stream.read_exactly(w * h * bytes_pp)

@@ -78,6 +78,40 @@ def test_desktop_size_requests_are_not_presence() -> None:
     assert f.take_presence()
 
 
+@pytest.mark.parametrize("allow_input", [False, True])
+@pytest.mark.parametrize("step", [1, 5, 1000])
+def test_extended_mouse_buttons_are_never_negotiated(allow_input: bool, step: int) -> None:
+    # noVNC 1.7 offers -316; TurboVNC 3.3 would then accept 7-byte PointerEvents, which
+    # this filter would cut at 6 bytes. The encoding never reaches the server.
+    offer = struct.pack(">BBH4i", 2, 0, 4, 16, -316, 0, -239)
+    kept = struct.pack(">BBH3i", 2, 0, 3, 16, 0, -239)
+    f = ClientMessageFilter(allow_input=allow_input)
+    out, _, _ = run(f, b"\x01" + offer + FBUR + POINTER, step)
+    assert out == b"\x01" + kept + FBUR + (POINTER if allow_input else b"")
+    only = struct.pack(">BBHi", 2, 0, 1, -316)
+    assert ClientMessageFilter(allow_input=True).feed(b"\x01" + only)[0] == b"\x01\x02\x00\x00\x00"
+
+
+def ext_cut(actions: int, payload: bytes = b"") -> bytes:
+    body = struct.pack(">I", actions | 1) + payload  # | text format
+    return struct.pack(">Bxxxi", 6, -len(body)) + body
+
+
+@pytest.mark.parametrize("step", [1, 9, 1000])
+def test_clipboard_answers_noVNC_sends_by_itself_are_not_presence(step: int) -> None:
+    caps, request, peek = 1 << 24, 1 << 25, 1 << 26
+    notify, provide = 1 << 27, 1 << 28
+    automatic = ext_cut(caps, bytes(4)) + ext_cut(request) + ext_cut(provide, b"zlib..")
+    f = ClientMessageFilter(allow_input=True)
+    out, seen, _ = run(f, b"\x01" + automatic + ext_cut(peek) + FBUR, step)
+    assert out == b"\x01" + automatic + ext_cut(peek) + FBUR and seen == 4  # forwarded
+    assert not f.take_presence()
+    run(f, ext_cut(notify), step)  # the browser's clipboard changed: someone copied
+    assert f.take_presence()
+    run(f, CUT, step)  # the classic message is always a person's
+    assert f.take_presence()
+
+
 def test_view_input_is_never_presence() -> None:
     f = ClientMessageFilter(allow_input=False)
     f.feed(b"\x00" + INPUT)

@@ -340,6 +340,31 @@ QEMU_SUBMESSAGE_BYTES = {0: 12}  # extended key event (the only one noVNC sends)
 NOT_PRESENCE = frozenset({MSG_SET_DESKTOP_SIZE})
 MAX_FENCE_BYTES = 64
 STEP_ASIDE = -1  # a message whose length the filter cannot know
+#: The ExtendedMouseButtons pseudo-encoding (TurboVNC 3.x, noVNC 1.7): once the server
+#: confirms it, a PointerEvent whose mask has bit 7 set carries a 7th byte, which this
+#: filter could only tell from the server → browser stream it does not parse. It is taken
+#: out of every SetEncodings, so PointerEvent stays 6 bytes (buttons 8 and 9 are lost).
+ENCODING_EXTENDED_MOUSE_BUTTONS = -316
+#: Extended clipboard actions (the flags word of a ClientCutText with a negative length)
+#: noVNC sends by itself: its capabilities, asking for the server's new clipboard after
+#: the server's notice, and handing over its own on the server's request. Only a notice
+#: of the browser's clipboard (someone pasted) shows a person at the keyboard.
+CLIPBOARD_ACTION_NOTIFY = 1 << 27
+CLIPBOARD_ACTIONS = 0x1F << 24  # caps, request, peek, notify, provide
+
+
+def without_extended_mouse_buttons(message: bytes | bytearray) -> bytes:
+    """A whole SetEncodings message without :data:`ENCODING_EXTENDED_MOUSE_BUTTONS`."""
+    count = int.from_bytes(message[2:4], "big")
+    encodings = struct.unpack(f">{count}i", bytes(message[4 : 4 + 4 * count]))
+    kept = [e for e in encodings if e != ENCODING_EXTENDED_MOUSE_BUTTONS]
+    return struct.pack(f">BBH{len(kept)}i", MSG_SET_ENCODINGS, message[1], len(kept), *kept)
+
+
+def cut_text_shows_presence(flags: int) -> bool:
+    """Whether an extended ClientCutText with these flags was a person's doing."""
+    actions = flags & CLIPBOARD_ACTIONS
+    return not actions or bool(actions & CLIPBOARD_ACTION_NOTIFY)
 
 
 class ClientMessageFilter:
@@ -359,7 +384,10 @@ class ClientMessageFilter:
     and raises :class:`RfbClientError` for a message a view-only connection may not send.
     Fragmented messages are reassembled; a long clipboard text is streamed, not buffered.
     :meth:`take_presence` says whether forwarded input since the last call showed someone
-    at the keyboard (the idle clock): every input message but :data:`NOT_PRESENCE`.
+    at the keyboard (the idle clock): every input message but :data:`NOT_PRESENCE` and
+    the clipboard answers noVNC sends by itself (:func:`cut_text_shows_presence`).
+    Every SetEncodings loses :data:`ENCODING_EXTENDED_MOUSE_BUTTONS`, so the filter's
+    idea of where a PointerEvent ends is always the server's.
     """
 
     def __init__(
@@ -421,8 +449,13 @@ class ClientMessageFilter:
                 break  # more header needed
             _name, is_input, head = spec
             body = 0
+            presence = mtype not in NOT_PRESENCE
             if mtype == MSG_CLIENT_CUT_TEXT:
                 body = length - head
+                if int.from_bytes(self._buf[4:8], "big", signed=True) < 0 and body >= 4:
+                    if len(self._buf) < head + 4:
+                        break  # the extended clipboard's flags decide presence
+                    presence = cut_text_shows_presence(_u32(bytes(self._buf[head : head + 4])))
                 length = head
             elif len(self._buf) < length:
                 break
@@ -431,9 +464,11 @@ class ClientMessageFilter:
                 seen += 1
                 if not forward:
                     dropped += 1
-                elif mtype not in NOT_PRESENCE:
+                elif presence:
                     self._presence = True
-            if forward:
+            if forward and mtype == MSG_SET_ENCODINGS:
+                out += without_extended_mouse_buttons(self._buf[:length])
+            elif forward:
                 out += self._buf[:length]
             del self._buf[:length]
             if body:
