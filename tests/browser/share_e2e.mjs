@@ -88,6 +88,14 @@ async function newPage(name) {
   });
   const page = await context.newPage();
   page.setDefaultTimeout(30000);
+  // SetDesktopSize requests the page sends (noVNC asks again while sizes differ)
+  resizesSent[name] = 0;
+  page.on("websocket", (ws) => ws.on("framesent", (f) => {
+    if (typeof f.payload !== "string" && f.payload[0] === 251) {
+      resizesSent[name] += 1;
+      resizesSent[`${name}_last`] = [f.payload.readUInt16BE(2), f.payload.readUInt16BE(4), f.payload.length];
+    }
+  }));
   page.on("console", (m) => {
     if (m.type() === "error") summary.problems.push(`${name} console: ${m.text()} (${m.location()?.url ?? ""})`);
   });
@@ -142,6 +150,7 @@ async function framesShown(page, what) {
   );
 }
 
+const resizesSent = {};
 let sessionId = null;
 let relaunchedId = null;
 let exitCode = 1;
@@ -252,8 +261,9 @@ try {
     if (JSON.stringify(again.box) === JSON.stringify(target.box)) break;
     target = again;
   }
-  summary.probe.owner = { seen, target };
-  check(hit, `the owner's input did not arrive: ${JSON.stringify(summary.probe.owner)}`);
+  summary.probe.owner = seen;
+  summary.probe.owner_target = target;
+  check(hit, `the owner's input did not arrive: ${JSON.stringify({ seen, target })}`);
   log(`viewer input dropped (pointer stayed at ${before.x},${before.y}, 'a' not held); owner input arrived`);
 
   // --- 5. the owner sees the viewer and disconnects him ------------------------------------
@@ -303,6 +313,20 @@ try {
   // --- 8. walltime warning banner (shown since step 7), "Add N min" ---------------------------
   await expectSoon(wall.waitFor({ state: "visible", timeout: 5000 }), "the walltime warning banner went away");
   log(`walltime banner: ${await wall.locator("p").textContent()}`);
+  {
+    // the banner moved the desktop once: the page asks for the new size, then stops
+    const before = resizesSent.owner;
+    await op.waitForTimeout(3000);
+    summary.resizes_in_3s_with_banner = resizesSent.owner - before;
+    const dims = await op.evaluate(() => { const s = document.getElementById("desktop-screen"); const c = s.querySelector("canvas"); return { client: [s.clientWidth, s.clientHeight], offset: [s.offsetWidth, s.offsetHeight], rect: s.getBoundingClientRect().toJSON(), canvas: [c.width, c.height] }; });
+    summary.screen_after_banner = dims;
+    log(`SetDesktopSize requests in 3 s with the banner shown: ${summary.resizes_in_3s_with_banner} (${resizesSent.owner} in all; last ${JSON.stringify(resizesSent.owner_last)}; ${JSON.stringify(dims)})`);
+    // a fractional screen size made noVNC ask again every 100 ms, forever
+    check(summary.resizes_in_3s_with_banner <= 1, `the page keeps asking for a desktop size: ${JSON.stringify(summary.resizes_in_3s_with_banner)}`);
+    const r = dims.rect;
+    check([r.x, r.y, r.width, r.height].every(Number.isInteger), `the desktop is not on whole pixels: ${JSON.stringify(r)}`);
+    check(dims.canvas[0] === r.width && dims.canvas[1] === r.height, `the desktop does not fill the view: ${JSON.stringify(dims)}`);
+  }
   await shot(op, "08-owner-walltime-banner");
   await axe(op, "walltime-banner");
   const endsBefore = await op.evaluate((id) => window.vizdesk.sessions.find((s) => s.id === id).ends_at, sessionId);

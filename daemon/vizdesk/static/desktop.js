@@ -5,6 +5,24 @@
 import RFB from "./vendor/novnc/core/rfb.js";
 import { websocketUrl } from "./state.js";
 
+/**
+ * Places `screen` at whole device-independent pixels inside its container and gives it a
+ * whole-pixel size. noVNC compares the screen's getBoundingClientRect() size with the
+ * remote desktop's: a fractional one (the toolbar and banners are sized in rem) made it
+ * ask the server for a new size every 100 ms forever, and a canvas at a fractional offset
+ * is resampled (a blurred desktop, clicks one pixel off).
+ */
+export function snapToPixels(screen) {
+  const box = screen.parentElement?.getBoundingClientRect();
+  if (!box || !box.width || !box.height) return;
+  const dx = Math.ceil(box.left) - box.left;
+  const dy = Math.ceil(box.top) - box.top;
+  // insets, not a size: until the next observation the screen still follows its container
+  const right = box.width - dx - Math.floor(box.width - dx);
+  const bottom = box.height - dy - Math.floor(box.height - dy);
+  screen.style.inset = `${dy}px ${right}px ${bottom}px ${dx}px`;
+}
+
 export class DesktopConnection {
   /**
    * @param {object} opts
@@ -24,6 +42,11 @@ export class DesktopConnection {
     this.attempt = 0;
     this.isConnected = false;
     this.ticketSource = null;
+    // Keep the screen on whole pixels of its container (see snapToPixels).
+    if (screen.parentElement && typeof ResizeObserver !== "undefined") {
+      this.snap = new ResizeObserver(() => snapToPixels(screen));
+      this.snap.observe(screen.parentElement);
+    }
   }
 
   get connected() {
