@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import os
 import pickle
-import struct
 import sys
 from typing import Any, BinaryIO
 
 from .base import SlurmError
 from .pyslurm_backend import OPS, import_pyslurm
-
-HEADER = struct.Struct(">I")
+from .pyslurm_process import HEADER
 
 
 def read_frame(stream: BinaryIO) -> Any | None:
