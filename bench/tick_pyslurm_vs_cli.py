@@ -61,13 +61,18 @@ def live_children_cpu_s() -> float:
     """CPU seconds of this process's running children (the pyslurm backend's long-lived
     child processes, which RUSAGE_CHILDREN counts only once they have exited)."""
     total = 0.0
+    pids: list[str] = []
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        for pid in (task / "children").read_text().split():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += (int(fields[11]) + int(fields[12])) / TICKS
+        try:
+            pids += (task / "children").read_text().split()
+        except OSError:
+            continue  # a worker thread that has just ended
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICKS
     return total
 
 
