@@ -55,6 +55,21 @@ _FINISHED = frozenset(
 )
 
 
+def reported_exit(code: int | None, signal: int | None) -> tuple[int | None, int | None]:
+    """The one rule every backend applies to a finished job's (exit code, signal).
+
+    A signal wins: (None, signal). An exit status of 128 or more is reported minus 128,
+    because that is all pyslurm gives (its ``_get_exit_code`` subtracts 128, so a shell's
+    143 after SIGTERM and a plain ``exit 15`` both arrive as 15); the CLI parsers see the
+    whole status but must answer the same for the same job.
+    """
+    if signal:
+        return None, signal
+    if code is not None and code >= 128:
+        return code - 128, None
+    return code, None
+
+
 @dataclass(frozen=True)
 class JobStatus:
     """What the daemon needs to know about one Slurm job."""

@@ -63,6 +63,7 @@ from .base import (
     SlurmRejected,
     SlurmUnavailable,
     SubmitRequest,
+    reported_exit,
 )
 from .pyslurm_process import PyslurmProcess
 from .squeue_json import state_from_names
@@ -234,8 +235,9 @@ def job_status_from_pyslurm(job: Any) -> JobStatus | None:
     exit_code: int | None = None
     signal: int | None = None
     if state.is_finished:
-        signal = _int(_attr(job, "exit_code_signal")) or None
-        exit_code = None if signal else _int(_attr(job, "exit_code"))
+        exit_code, signal = reported_exit(
+            _int(_attr(job, "exit_code")), _int(_attr(job, "exit_code_signal"))
+        )
     started = state not in (JobState.PENDING, JobState.UNKNOWN) and bool(batch_host or nodes)
     user = _attr(job, "user_name")
     return JobStatus(

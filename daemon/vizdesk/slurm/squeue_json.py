@@ -43,7 +43,7 @@ from typing import Any
 
 import structlog
 
-from .base import JobState, JobStatus, SlurmError, SlurmUnavailable
+from .base import JobState, JobStatus, SlurmError, SlurmUnavailable, reported_exit
 
 log = structlog.get_logger("vizdesk.slurm")
 
@@ -169,7 +169,9 @@ def job_status_from_json(job: Any) -> JobStatus | None:
         reason = ""
     if configuring and not reason:
         reason = "Configuring"
-    exit_code, signal = _exit_info(job.get("exit_code")) if state.is_finished else (None, None)
+    exit_code, signal = (
+        reported_exit(*_exit_info(job.get("exit_code"))) if state.is_finished else (None, None)
+    )
     batch_host = _text(job.get("batch_host"))
     nodes = _text(job.get("nodes"))
     # A job cancelled while pending has a start time (= its end) but never ran anywhere.

@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from .base import JobState, JobStatus, SlurmError
+from .base import JobState, JobStatus, SlurmError, reported_exit
 from .squeue_json import _exit_info as raw_exit_info
 from .squeue_json import state_from_names
 
@@ -131,7 +131,7 @@ def job_status_from_fields(fields: list[str]) -> JobStatus | None:
     if configuring and not reason:
         reason = "Configuring"
     batch_host, nodes = _host(batch_host), _host(nodes)
-    exit_code, signal = _exit_info(exit_s) if state.is_finished else (None, None)
+    exit_code, signal = reported_exit(*_exit_info(exit_s)) if state.is_finished else (None, None)
     started = state not in (JobState.PENDING, JobState.UNKNOWN) and bool(batch_host or nodes)
     return JobStatus(
         job_id=str(int(jid)),
