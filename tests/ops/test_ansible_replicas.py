@@ -14,6 +14,7 @@ by default) is the full run of test_ansible.py.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -21,6 +22,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -330,3 +334,152 @@ def test_a_real_sentinel_loads_the_rendered_config(rendered: Rendered, tmp_path:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# ------------------------------------------------------------------ the whole role, 2 replicas
+@dataclasses.dataclass
+class ReplicaDeployment:
+    root: Path
+    runs: list[str]
+    recaps: list[tuple[int, ...]]
+    ports: list[int]
+    redis_port: int
+    haproxy_port: int
+    sentinel_port: int
+
+
+def _stop_replica_deployment(root: Path) -> None:
+    helper = root / "opt" / "libexec" / "vizdesk-direct"
+    for pidfile in sorted((root / "run").glob("*.pid")) if (root / "run").is_dir() else []:
+        if helper.exists() and pidfile.name != "haproxy.pid":
+            subprocess.run([str(helper), "stop", str(pidfile)], capture_output=True, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def deployed_replicas(ops_env: dict[str, str], vizdesk_wheel: Path) -> Iterator[ReplicaDeployment]:
+    """local.yml (the full roles, direct service manager) with vizdesk_head_replicas: 2,
+    HAProxy and a Sentinel, in a root and on ports of its own; run twice."""
+    from .test_ansible import OUTPUT_DIR, ROOT, _free_port, _run_playbook
+
+    if not DAEMON_HAS_TRACKER:
+        pytest.skip("config.py has no tracker section yet (the replicas' configs need it)")
+    for tool in ("visudo", "nft", "redis-server"):
+        ensure_tool(tool)
+    ensure_haproxy()
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    root = Path(f"{ROOT}-replicas")
+    _stop_replica_deployment(root)
+    base = _free_port(range(18189, 18199))
+    second = _free_port(range(base + 1, base + 2))
+    redis_port = _free_port(range(16593, 16599))
+    sentinel_port = _free_port(range(26593, 26599))
+    haproxy_port = _free_port(range(18480, 18489))
+    variables = {
+        "vizdesk_test_root": str(root),
+        "vizdesk_repo_dir": str(REPO),
+        "vizdesk_wheel": str(vizdesk_wheel),
+        "vizdesk_listen_port": base,
+        "vizdesk_redis_port": redis_port,
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "vizdesk_head_replicas": 2,
+        "vizdesk_head_haproxy_enabled": True,
+        "vizdesk_head_haproxy_conf": f"{root}/haproxy/haproxy.cfg",
+        "vizdesk_head_haproxy_bind": f"127.0.0.1:{haproxy_port}",
+        "vizdesk_head_haproxy_socket": f"{root}/run/haproxy.sock",
+        "vizdesk_head_haproxy_pidfile": f"{root}/run/haproxy.pid",
+        "vizdesk_head_sentinel_manage": True,
+        "vizdesk_head_sentinel_conf": f"{root}/redis/sentinel-vizdesk.conf",
+        "vizdesk_head_sentinel_port": sentinel_port,
+        "vizdesk_head_sentinel_down_after_ms": 1000,
+        "vizdesk_head_sentinel_redis_password": SENTINEL_REDIS_PASSWORD,
+        "vizdesk_redis_sentinel_password": SENTINEL_PASSWORD,
+    }
+    if DAEMON_HAS_SENTINEL:
+        variables["vizdesk_redis_sentinel_hosts"] = [f"127.0.0.1:{sentinel_port}"]
+    if os.environ.get("SLURM_CONF"):
+        variables["vizdesk_slurm_conf"] = os.environ["SLURM_CONF"]
+    extra = ["-e", json.dumps(variables)]
+    runs, recaps = [], []
+    try:
+        for _ in range(2):
+            out, recap = _run_playbook(ops_env, extra)
+            runs.append(out)
+            recaps.append(recap)
+        yield ReplicaDeployment(
+            root, runs, recaps, [base, second], redis_port, haproxy_port, sentinel_port
+        )
+    finally:
+        _stop_replica_deployment(root)
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_replicas_converge_and_run(deployed_replicas: ReplicaDeployment) -> None:
+    from .test_ansible import _changed_tasks
+
+    d = deployed_replicas
+    for _ok, _changed, unreachable, failed in d.recaps:
+        assert (unreachable, failed) == (0, 0)
+    assert d.recaps[1][1] == 0, f"second run changed: {_changed_tasks(d.runs[1])}"
+    for port in d.ports:
+        status, _ = _get(f"http://127.0.0.1:{port}/healthz")
+        assert status == 200, port
+        cfg = yaml.safe_load((d.root / "etc" / f"vizdesk-{port}.yaml").read_text())
+        assert cfg["server"]["port"] == port
+        assert cfg["tracker"]["replica_name"] == f"localhost:{port}"
+        pid = int((d.root / "run" / f"vizdesk-{port}.pid").read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert str(d.root / "etc" / f"vizdesk-{port}.yaml").encode() in cmdline
+    # the single daemon of one replica is not started
+    assert not (d.root / "run" / "vizdesk.pid").exists()
+
+
+def test_haproxy_balances_over_the_replicas(deployed_replicas: ReplicaDeployment) -> None:
+    d = deployed_replicas
+    cfg = d.root / "haproxy" / "haproxy.cfg"
+    servers = [
+        ln.split()[2] for ln in cfg.read_text().splitlines() if ln.strip().startswith("server ")
+    ]
+    assert servers == [f"127.0.0.1:{p}" for p in d.ports]
+    for port in d.ports:
+        status, body = _get(f"http://127.0.0.1:{port}/readyz")
+        if status != 200:
+            pytest.skip(f"replica {port} is not ready (no Slurm here?): {body[:200]!r}")
+    pidfile = d.root / "run" / "haproxy.pid"
+    res = subprocess.run(
+        [ensure_haproxy(), "-D", "-f", str(cfg)], capture_output=True, text=True, timeout=30
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # until HAProxy's /readyz checks have marked the replicas up
+            status, body = _get(f"http://127.0.0.1:{d.haproxy_port}/healthz")
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert status == 200, body
+        status, _ = _get(f"http://127.0.0.1:{d.haproxy_port}/metrics")
+        assert status == 403
+    finally:
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text().split()[0]), 15)
+
+
+def test_sentinel_watches_the_primary(deployed_replicas: ReplicaDeployment) -> None:
+    cli = ensure_tool("redis-cli")
+    d = deployed_replicas
+    time.sleep(2.5)  # more than down-after-milliseconds (1000): a failed auth shows by now
+    res = subprocess.run(
+        [cli, "-p", str(d.sentinel_port), "--no-auth-warning", "-a", SENTINEL_PASSWORD,
+         "SENTINEL", "MASTER", "vizdesk"],
+        capture_output=True, text=True, timeout=10,
+    )  # fmt: skip
+    fields = res.stdout.split()
+    assert fields[fields.index("flags") + 1] == "master", res.stdout + res.stderr
+    assert fields[fields.index("port") + 1] == str(d.redis_port)
