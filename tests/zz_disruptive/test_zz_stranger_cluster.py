@@ -83,6 +83,7 @@ class Stranger:
     slurmd_port: int
     redis_port: int
     munge_socket: Path = field(init=False)
+    run_dir_was: tuple[int, int, int] | None = None  # mode, uid, gid of the socket's dir
     pids: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -111,8 +112,13 @@ class Stranger:
         key.write_bytes(os.urandom(1024))
         os.chown(key, munge.pw_uid, munge.pw_gid)
         key.chmod(0o400)
-        self.munge_socket.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        os.chown(self.munge_socket.parent, munge.pw_uid, munge.pw_gid)
+        run_dir = self.munge_socket.parent
+        if run_dir.exists():  # a package made it; its mode differs between machines (0700)
+            st = run_dir.stat()
+            self.run_dir_was = (st.st_mode & 0o7777, st.st_uid, st.st_gid)
+        run_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.chown(run_dir, munge.pw_uid, munge.pw_gid)
+        run_dir.chmod(0o755)  # munged wants the socket's directory searchable by all
         subprocess.run(
             ["runuser", "-u", "munge", "--", "/usr/sbin/munged", f"--socket={self.munge_socket}",
              f"--key-file={key}", f"--pid-file={d}/munge/munged.pid",
@@ -215,6 +221,10 @@ PartitionName=other Nodes=strangernode Default=YES MaxTime=INFINITE State=UP
         if self.munge_socket == DEFAULT_MUNGE_SOCKET:
             for p in (DEFAULT_MUNGE_SOCKET, Path(f"{DEFAULT_MUNGE_SOCKET}.lock")):
                 p.unlink(missing_ok=True)
+        if self.run_dir_was is not None:  # as the machine had it
+            mode, uid, gid = self.run_dir_was
+            os.chown(self.munge_socket.parent, uid, gid)
+            self.munge_socket.parent.chmod(mode)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
