@@ -28,6 +28,9 @@ export function snapToPixels(screen) {
   screen.style.inset = `${dy}px ${right}px ${bottom}px ${dx}px`;
 }
 
+/** How long one automatic reconnect attempt may take to reach the desktop. */
+const ATTEMPT_TIMEOUT_MS = 20000;
+
 export class DesktopConnection {
   /**
    * @param {object} opts
@@ -116,19 +119,31 @@ export class DesktopConnection {
     // disconnect event noVNC sends has only a "clean" flag. This listener is added before
     // noVNC's own handler, so the code is known when noVNC reports the disconnect.
     let closeInfo = null;
+    let timedOut = false;
+    let ws = null;
     let rfb;
     try {
-      const ws = new WebSocket(url);
+      ws = new WebSocket(url);
       ws.addEventListener("close", (e) => {
         closeInfo = { code: e.code, reason: e.reason };
       });
       rfb = new RFB(this.screen, ws, { shared: true });
     } catch (exc) {
+      ws?.close();
       this.reconnecting = false;
       this.onEvent({ type: "error", error: exc });
       return;
     }
     this.rfb = rfb;
+    // an automatic attempt that hangs (a replica that accepts but never answers) counts as
+    // failed after ATTEMPT_TIMEOUT_MS, so the schedule and the give-up go on
+    const hang = this.reconnecting
+      ? setTimeout(() => {
+          if (this.rfb !== rfb || this.isConnected) return;
+          timedOut = true;
+          rfb.disconnect();
+        }, ATTEMPT_TIMEOUT_MS)
+      : null;
     // the owner's desktop follows the browser window; someone else's (a share link) is
     // scaled into it instead: a viewer never resizes the owner's desktop
     rfb.resizeSession = !ticketSource;
@@ -140,6 +155,7 @@ export class DesktopConnection {
     rfb.compressionLevel = 2;
 
     rfb.addEventListener("connect", () => {
+      clearTimeout(hang);
       if (this.rfb !== rfb) return;
       const reconnected = this.reconnecting;
       this.isConnected = true;
@@ -155,6 +171,7 @@ export class DesktopConnection {
       if (!reconnected || !active || active === document.body || this.screen.contains(active)) rfb.focus();
     });
     rfb.addEventListener("disconnect", (e) => {
+      clearTimeout(hang);
       if (this.rfb !== rfb) return;
       this.rfb = null;
       this.isConnected = false;
@@ -165,7 +182,8 @@ export class DesktopConnection {
         code: closeInfo?.code ?? null,
         reason: closeInfo?.reason ?? "",
       };
-      if ((this.everConnected || this.reconnecting) && classifyClose(detail) === "reconnect") {
+      const retry = timedOut || classifyClose(detail) === "reconnect";
+      if ((this.everConnected || this.reconnecting) && retry) {
         this.retryLater(detail.code);
         return;
       }
