@@ -89,6 +89,9 @@ let sessionId = null;
 try {
   page = context.pages()[0] ?? (await context.newPage());
   page.setDefaultTimeout(30000);
+  // stand-in: a controllable clock (it runs in real time until fastForward) so the
+  // 2-minute give-up can be checked in seconds
+  if (STANDIN) await page.clock.install();
   const pageErrors = [];
   page.on("pageerror", (err) => pageErrors.push(err.message));
   const requests = [];
@@ -162,6 +165,7 @@ try {
         connection: document.querySelector("#desktop-view").dataset.connection,
         reconnects: Number(document.querySelector("#desktop-view").dataset.reconnects ?? 0),
         canvases: canvases.length,
+        frozen: document.querySelectorAll(".desktop-frozen").length,
         screens: document.querySelectorAll("#desktop-screen > div").length,
         canvasSize: c ? [c.width, c.height] : null,
         overlayHidden: document.querySelector("#desktop-overlay").hidden,
@@ -244,7 +248,10 @@ try {
     );
     info.indicator_after_ms = Math.round(t() - t0);
     const during = await snapshot();
+    info.during = during;
     if (/reconnecting/i.test(during.indicator)) {
+      // the last picture stays (dimmed) instead of a blank view
+      check(during.frozen === 1 && during.canvases === 0, `while reconnecting: ${JSON.stringify(during)}`);
       check(await page.locator("#desktop-reconnecting").isVisible(), "the reconnecting indicator is not visible");
       await shot(`${String(i + 1).padStart(2, "0")}-${round.name}-reconnecting`);
       if (i === 0) await axe("desktop-reconnecting");
@@ -271,6 +278,10 @@ try {
     lastUp = t();
     await waitForFrame(`${round.name}: no new frame after the reconnect`);
     info.frame_after_ms = Math.round(t() - t0);
+    await expectSoon(
+      page.waitForFunction(() => !document.querySelector(".desktop-frozen"), null, { timeout: 10000 }),
+      `${round.name}: the kept picture was not replaced by the new connection's`,
+    );
     await expectSoon(
       page.locator("#events-state[data-mode='live']").waitFor({ state: "attached", timeout: 30000 }),
       `${round.name}: the events stream did not come back`,
@@ -304,6 +315,33 @@ try {
     );
   }
   await axe("desktop-after-reconnect");
+
+  // --- stand-in: an outage longer than 2 minutes → the page gives up, Reconnect works ----
+  if (STANDIN) {
+    const n = (await snapshot()).reconnects;
+    await page.waitForTimeout(10500); // a stable connection: a fresh outage
+    await page.request.post(`${BASE}/_standin/drop`, { data: { code: 1006, down_seconds: 3600 } });
+    await page.waitForFunction(() => /reconnecting/i.test(document.querySelector("#desktop-reconnecting").textContent));
+    let gaveUp = false;
+    for (let i = 0; i < 80 && !gaveUp; i++) {
+      await page.clock.fastForward(4000); // the next attempt is due: a ticket request → 503
+      await page.waitForTimeout(150);
+      gaveUp = await page.locator("#desktop-overlay").isVisible();
+    }
+    check(gaveUp, "the page did not give up after 2 minutes of failed attempts");
+    const text = await page.locator("#overlay-text").innerText();
+    check(/could not be restored for 2 minutes/.test(text), `give-up message: ${text}`);
+    check((await snapshot()).indicator === "", "indicator left after the give-up");
+    check(await page.locator("#overlay-reconnect").isVisible(), "no Reconnect button after the give-up");
+    await shot("09-gave-up");
+    await axe("desktop-gave-up");
+    await page.request.post(`${BASE}/_standin/drop`, { data: { code: 1000, down_seconds: 0 } }); // up again
+    await page.click("#overlay-reconnect");
+    await page.locator("#desktop-view[data-connection='connected']").waitFor({ timeout: 20000 });
+    check((await snapshot()).reconnects === n, "the Reconnect button counted as an automatic reconnect");
+    await waitForFrame("no frame after Reconnect");
+    log(`gave up after 2 minutes (clock run forward): "${text}"; Reconnect connects again`);
+  }
 
   // --- a final close (stand-in: 1008, a kicked viewer) is not reconnected by itself ----
   if (STANDIN) {

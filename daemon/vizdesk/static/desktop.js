@@ -59,6 +59,7 @@ export class DesktopConnection {
     this.everConnected = false; // this open() had a connection (only then: reconnect by itself)
     this.reconnecting = false; // an automatic reconnect is under way
     this.retryTimer = null;
+    this.frozen = null; // the last picture, kept while reconnecting (freezeFrame)
     // Keep the screen on whole pixels of its container (see snapToPixels).
     if (screen.parentElement && typeof ResizeObserver !== "undefined") {
       this.snap = new ResizeObserver(() => snapToPixels(screen));
@@ -108,6 +109,7 @@ export class DesktopConnection {
         this.retryLater(null);
         return;
       }
+      this.unfreeze();
       this.reconnecting = false;
       this.onEvent({ type: "error", error: exc });
       return;
@@ -126,6 +128,8 @@ export class DesktopConnection {
       ws = new WebSocket(url);
       ws.addEventListener("close", (e) => {
         closeInfo = { code: e.code, reason: e.reason };
+        // noVNC removes its canvas right after this: keep the last picture meanwhile
+        if (this.rfb === rfb && this.isConnected) this.freezeFrame();
       });
       rfb = new RFB(this.screen, ws, { shared: true });
     } catch (exc) {
@@ -187,6 +191,7 @@ export class DesktopConnection {
         this.retryLater(detail.code);
         return;
       }
+      this.unfreeze();
       this.reconnecting = false;
       this.onEvent({ type: "disconnected", ...detail });
     });
@@ -207,10 +212,47 @@ export class DesktopConnection {
     });
   }
 
+  /**
+   * Keeps a copy of the desktop's last picture (dimmed by the stylesheet) where noVNC's
+   * canvas was, until the next connection draws its first frame: a reconnect does not
+   * blank the view. The copy is outside the screen element and hidden from assistive
+   * technology; the "reconnecting…" status says what happens.
+   */
+  freezeFrame() {
+    this.unfreeze();
+    const canvas = this.screen.querySelector("canvas");
+    const host = this.screen.parentElement;
+    if (!canvas || !canvas.width || !canvas.height || !host) return;
+    const box = canvas.getBoundingClientRect();
+    const hostBox = host.getBoundingClientRect();
+    const copy = document.createElement("canvas");
+    copy.width = canvas.width;
+    copy.height = canvas.height;
+    try {
+      copy.getContext("2d").drawImage(canvas, 0, 0);
+    } catch {
+      return;
+    }
+    copy.className = "desktop-frozen";
+    copy.setAttribute("aria-hidden", "true");
+    copy.style.left = `${box.left - hostBox.left}px`;
+    copy.style.top = `${box.top - hostBox.top}px`;
+    copy.style.width = `${box.width}px`;
+    copy.style.height = `${box.height}px`;
+    this.screen.after(copy);
+    this.frozen = copy;
+  }
+
+  unfreeze() {
+    this.frozen?.remove();
+    this.frozen = null;
+  }
+
   /** Schedules the next automatic attempt, or gives up (reconnect.js Backoff). */
   retryLater(code) {
     const step = this.backoff.next(this.now());
     if (step.giveUp) {
+      this.unfreeze();
       this.reconnecting = false;
       this.onEvent({
         type: "disconnected",
@@ -248,11 +290,13 @@ export class DesktopConnection {
         ];
         if (points.some(([x, y]) => ctx.getImageData(x, y, 1, 1).data[3] !== 0)) {
           if (!reconnected) performance.mark("vizdesk:first-frame");
+          this.unfreeze(); // the new connection's picture replaces the kept one
           this.onEvent({ type: "first-frame", reconnected });
           return;
         }
       }
       if (performance.now() - started < 30000) requestAnimationFrame(check);
+      else this.unfreeze();
     };
     requestAnimationFrame(check);
   }
@@ -260,6 +304,7 @@ export class DesktopConnection {
   /** Closes the connection (userAsked: the user pressed "Disconnect"). */
   close(userAsked = true) {
     this.attempt++;
+    this.unfreeze();
     clearTimeout(this.retryTimer);
     this.retryTimer = null;
     const wasReconnecting = this.reconnecting;
