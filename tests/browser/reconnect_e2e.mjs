@@ -164,6 +164,7 @@ try {
         desktopVisible: !document.querySelector("#desktop-view").hidden,
         connection: document.querySelector("#desktop-view").dataset.connection,
         reconnects: Number(document.querySelector("#desktop-view").dataset.reconnects ?? 0),
+        closeCode: document.querySelector("#desktop-view").dataset.closeCode ?? null,
         canvases: canvases.length,
         frozen: document.querySelectorAll(".desktop-frozen").length,
         screens: document.querySelectorAll("#desktop-screen > div").length,
@@ -257,7 +258,7 @@ try {
       await shot(`${String(i + 1).padStart(2, "0")}-${round.name}-reconnecting`);
       if (i === 0) await axe("desktop-reconnecting");
     }
-    log(`${round.name}: "reconnecting…" shown after ${info.indicator_after_ms} ms`);
+    log(`${round.name}: "reconnecting…" shown after ${info.indicator_after_ms} ms (close code ${during.closeCode})`);
     if (!round.drop) {
       const answer = await nextStdinLine(120000);
       check(answer === "restarted", `wrapper answered: ${answer}`);

@@ -1023,6 +1023,7 @@ async function onDesktopEvent(ev) {
       // the daemon serving this desktop restarted or the network dropped: the desktop
       // keeps running, a fresh ticket and a new connection follow by themselves
       setDesktopStatus("Reconnecting…", "reconnecting");
+      if (ev.code !== null) $("desktop-view").dataset.closeCode = String(ev.code); // for tests and support
       setReconnecting("Connection lost — reconnecting…");
       break;
     case "first-frame": {
