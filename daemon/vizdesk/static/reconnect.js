@@ -67,7 +67,9 @@ export class Backoff {
 
 // Websocket close codes (RFC 6455 §7.4, IANA registry) as the daemon's proxy uses them
 // (daemon/vizdesk/proxy/bridge.py): 1000 the VNC server closed or the idle timeout;
-// 1001 the daemon shut down (a restart, a rolling upgrade); 1002/1003/1009 protocol
+// 1001 the daemon shut down (a restart, a rolling upgrade: what the bridge means to send;
+// on the test bed a SIGTERM'd daemon's websockets reach the browser as 1006, cut after
+// its shutdown timeout without a close frame); 1002/1003/1009 protocol
 // faults; 1008 policy: a viewer kicked, a share link revoked or expired, view-only input,
 // a browser too slow to take data (slow_client), a handshake that took too long;
 // 1011 internal error; 1013 the VNC server refused the proxy's handshake (try later).
