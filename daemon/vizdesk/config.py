@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import socket
 import types
 import typing
 from dataclasses import dataclass, field
@@ -59,6 +60,12 @@ class RedisConfig:
     # connections of the daemon's pool; a command waits this long for a free one
     max_connections: int = 100
     pool_timeout_seconds: float = 10.0
+    # Redis Sentinel: "host:port" of each Sentinel ([] = connect to ``url`` directly);
+    # the data db, user and password still come from url/username/password_file
+    sentinel_hosts: list[str] = field(default_factory=list)
+    sentinel_master: str = "vizdesk"
+    sentinel_password_file: str = ""
+    node_sentinel_hosts: list[str] = field(default_factory=list)  # as nodes reach them
 
     def password(self) -> str | None:
         env = os.environ.get("VIZDESK_REDIS_PASSWORD_DAEMON")
@@ -67,6 +74,28 @@ class RedisConfig:
         if self.password_file:
             return _read_secret(self.password_file, "redis.password_file")
         return None
+
+    def sentinel_password(self) -> str | None:
+        if self.sentinel_password_file:
+            return _read_secret(self.sentinel_password_file, "redis.sentinel_password_file")
+        return None
+
+    def sentinels(self) -> list[tuple[str, int]]:
+        """(host, port) of each Sentinel, checked."""
+        return [host_port(h, "redis.sentinel_hosts") for h in self.sentinel_hosts]
+
+    def node_sentinels(self) -> list[str]:
+        for h in self.node_sentinel_hosts:
+            host_port(h, "redis.node_sentinel_hosts")
+        return self.node_sentinel_hosts or self.sentinel_hosts
+
+
+@dataclass
+class TrackerConfig:
+    """The tracker runs on one replica at a time: the holder of a leader lease in Redis."""
+
+    lease_seconds: float = 4.0  # a dead leader is replaced within this long
+    replica_name: str = ""  # in /readyz and metrics; "" = <hostname>:<server.port>
 
 
 @dataclass
@@ -339,13 +368,7 @@ class MetricsConfig:
         """(host, port) of ``listen``, or None when /metrics is on the main port."""
         if not self.listen:
             return None
-        host, sep, port = self.listen.rpartition(":")
-        host = host.removeprefix("[").removesuffix("]")
-        if not sep or not host or not port.isascii() or not port.isdigit():
-            raise ConfigError(f"metrics.listen: {self.listen!r} is not host:port")
-        if not 1 <= int(port) <= 65535:
-            raise ConfigError(f"metrics.listen: port {port} outside 1-65535")
-        return host, int(port)
+        return host_port(self.listen, "metrics.listen")
 
 
 @dataclass
@@ -366,6 +389,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     sharing: SharingConfig = field(default_factory=SharingConfig)
     idle: IdleConfig = field(default_factory=IdleConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
     path: str = ""  # where it was loaded from (not a YAML key)
 
     def validate(self) -> None:
@@ -407,6 +431,12 @@ class Config:
                 ipaddress.ip_network(net, strict=False)
             except ValueError as exc:
                 raise ConfigError(f"metrics.allow: {net!r} is not an IP or CIDR") from exc
+        self.redis.sentinels()
+        self.redis.node_sentinels()
+        if self.redis.sentinel_hosts and not self.redis.sentinel_master:
+            raise ConfigError("redis.sentinel_master: needed with redis.sentinel_hosts")
+        if not 1.0 <= self.tracker.lease_seconds <= 60.0:
+            raise ConfigError("tracker.lease_seconds: between 1 and 60")
         listen = self.metrics.listen_address()
         if listen is not None and listen == (self.server.host, self.server.port):
             raise ConfigError("metrics.listen: must differ from server.host:server.port")
@@ -423,6 +453,21 @@ class Config:
     @property
     def node_redis_url(self) -> str:
         return self.redis.node_url or self.redis.url
+
+    @property
+    def replica_name(self) -> str:
+        return self.tracker.replica_name or f"{socket.gethostname()}:{self.server.port}"
+
+
+def host_port(text: str, key: str) -> tuple[str, int]:
+    """``"h:6379"``/``"[::1]:6379"`` → (host, port); ConfigError naming ``key`` if not."""
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isascii() or not port.isdigit():
+        raise ConfigError(f"{key}: {text!r} is not host:port")
+    if not 1 <= int(port) <= 65535:
+        raise ConfigError(f"{key}: port {port} outside 1-65535")
+    return host, int(port)
 
 
 def _read_secret(path: str, key: str) -> str:

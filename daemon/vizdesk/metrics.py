@@ -77,6 +77,23 @@ class Metrics:
             "vizdesk_slurm_errors", "Failed Slurm calls", ["op"], registry=r
         )
         self.redis_errors = Counter("vizdesk_redis_errors", "Redis errors", registry=r)
+        self.tracker_leader = Gauge(
+            "vizdesk_tracker_leader",
+            "1 while this replica holds the tracker lease (runs the Slurm queries), else 0",
+            ["replica"],
+            registry=r,
+        )
+        self.tracker_leader_changes = Counter(
+            "vizdesk_tracker_leader_changes",
+            "Times this replica took (acquired) or lost the tracker lease",
+            ["change"],
+            registry=r,
+        )
+        self.tracker_fenced_out = Counter(
+            "vizdesk_tracker_fenced_out",
+            "Ticks whose writes were refused because the lease had moved on",
+            registry=r,
+        )
         self.jobs = Gauge("vizdesk_jobs", "Batch jobs by state", ["state"], registry=r)
         self.http = Histogram(
             "vizdesk_http_request_seconds",

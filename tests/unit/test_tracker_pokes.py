@@ -48,7 +48,13 @@ async def test_a_storm_of_pokes_does_not_tick_back_to_back() -> None:
     async def tick() -> None:
         ticks.append(time.monotonic())
 
+    async def lease_held() -> bool:  # this replica leads (the lease has its own tests)
+        tracker.lease._valid_until = time.monotonic() + 3600
+        tracker.lease._set(True, "test 1")
+        return True
+
     tracker.tick = tick  # type: ignore[method-assign]
+    tracker.lease.attempt = lease_held  # type: ignore[method-assign]
     tracker.start()
     try:
         end = time.monotonic() + 1.0

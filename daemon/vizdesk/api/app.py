@@ -17,6 +17,7 @@ from ..auth.policy import Policy
 from ..auth.ratelimit import RateLimiter, StreamLimiter
 from ..auth.tickets import TicketIssuer
 from ..config import Config
+from ..contract import redisconn
 from ..contract.keys import Keys
 from ..core.background import Background
 from ..files.runner import UserFiles
@@ -79,23 +80,28 @@ def redis_retry() -> Retry:
 
 
 def redis_client(cfg: Config) -> aioredis.Redis:
-    """The daemon's Redis client. Its pool blocks (up to ``redis.pool_timeout_seconds``)
-    when all ``redis.max_connections`` are busy: redis-py's default pool raises "Too many
+    """The daemon's Redis client: ``redis.url`` directly or, with ``redis.sentinel_hosts``,
+    the primary the Sentinels name (each new connection asks them, so a failover moves
+    the pool). Its pool blocks (up to ``redis.pool_timeout_seconds``) when all
+    ``redis.max_connections`` are busy: redis-py's default pool raises "Too many
     connections" at 100 commands in flight, which a burst of requests reaches at once.
-    A command on a connection that died (Redis restarted) is retried on a fresh one
-    (:func:`redis_retry`)."""
-    pool = aioredis.BlockingConnectionPool.from_url(
+    A command on a connection that died (Redis restarted, primary demoted) is retried on
+    a fresh one (:func:`redis_retry`)."""
+    return redisconn.connect(
         cfg.redis.url,
+        sentinels=cfg.redis.sentinels(),
+        master=cfg.redis.sentinel_master,
+        sentinel_password=cfg.redis.sentinel_password(),
+        blocking=True,
+        max_connections=cfg.redis.max_connections,
+        pool_timeout=cfg.redis.pool_timeout_seconds,
         username=cfg.redis.username or None,
         password=cfg.redis.password(),
         decode_responses=True,
         health_check_interval=30,
         socket_connect_timeout=5,
         retry=redis_retry(),
-        max_connections=cfg.redis.max_connections,
-        timeout=cfg.redis.pool_timeout_seconds,
     )
-    return aioredis.Redis.from_pool(pool)  # closes the pool with the client
 
 
 def build_context(
@@ -250,6 +256,17 @@ def create_app(
         await context.backend.close()
         await context.redis.aclose()
 
+    async def release_clients(app: web.Application) -> None:
+        """SIGTERM (a rolling restart): give the tracker lease up, close every desktop
+        websocket with 1012 and end every events stream, so browsers reconnect through
+        another replica at once; the desktops themselves keep running."""
+        log.info("daemon.stopping", websockets=len(context.connections.open))
+        await context.tracker.stop()
+        for conn in list(context.connections.open.values()):
+            conn.stop.restart()
+        app[events.HUB].end_streams()
+
+    app.on_shutdown.append(release_clients)
     app.cleanup_ctx.append(lifecycle)
     job_files.setup_routes(app)
     jobs.setup_routes(app)

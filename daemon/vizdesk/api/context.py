@@ -60,7 +60,6 @@ class Context:
     connections: Connections  # this replica's open proxy connections (kick, revoke)
     activity: ActivityClock  # the idle clock the proxy feeds
     thumbnails: Thumbnails  # desktop thumbnails (on demand, cached)
-    websockets: dict[str, int] = field(default_factory=dict)  # open proxies per session
     clients: dict[str, int] = field(default_factory=dict)  # requests in progress per address
 
 

@@ -30,6 +30,10 @@ STREAM_LEASE_SECONDS = 3 * KEEPALIVE_SECONDS
 #: Events only a desktop's owner gets (never through an admin's ?all=true).
 OWNER_EVENTS = frozenset({"viewer", "idle_warning", "walltime_warning"})
 
+#: Put into every stream's queue when the replica stops: the stream ends at once (the
+#: browser's EventSource reconnects, through another replica).
+END_OF_STREAM: dict[str, Any] = {"type": "end_of_stream"}
+
 
 class EventHub:
     """Fan-out of the Redis events channel to in-process subscriber queues.
@@ -51,6 +55,7 @@ class EventHub:
         self.registration_pattern = registration_pattern
         self.on_registration = on_registration
         self.subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.closing = False
         self._loop = Background("vizdesk-events", self._run)
 
     def start(self) -> None:
@@ -66,6 +71,13 @@ class EventHub:
 
     def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
         self.subscribers.discard(q)
+
+    def end_streams(self) -> None:
+        """End every open stream (the replica is stopping); new ones end at once too."""
+        self.closing = True
+        for q in list(self.subscribers):
+            with contextlib.suppress(asyncio.QueueFull):
+                q.put_nowait(END_OF_STREAM)
 
     def publish_local(self, event: dict[str, Any]) -> None:
         for q in list(self.subscribers):
@@ -158,12 +170,15 @@ async def events(request: web.Request) -> web.StreamResponse:
         sessions = await (c.store.list_all() if want_all else c.store.list_user(identity.user))
         for s in sessions:
             await response.write(_sse("session", s.to_public()))
-        slurm_ok = c.tracker.slurm_ok
+        try:
+            slurm_ok, _ = await c.tracker.shared_status()
+        except (RedisError, OSError):
+            slurm_ok = c.tracker.slurm_ok
         await response.write(
             _sse("status", {"slurm": "unreachable" if slurm_ok is False else "ok"})
         )
         keepalive_at = loop.time() + KEEPALIVE_SECONDS
-        while True:
+        while not hub.closing:
             event: dict[str, Any] | None = None
             try:
                 event = await asyncio.wait_for(q.get(), max(0.0, keepalive_at - loop.time()))
@@ -176,6 +191,8 @@ async def events(request: web.Request) -> web.StreamResponse:
                 keepalive_at = loop.time() + KEEPALIVE_SECONDS
             if event is None:
                 continue
+            if event is END_OF_STREAM:
+                break
             kind = event.get("type")
             if kind == "status":
                 await response.write(_sse("status", {"slurm": event.get("slurm")}))

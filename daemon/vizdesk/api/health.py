@@ -72,17 +72,27 @@ async def readyz(request: web.Request) -> web.Response:
     except (RedisError, OSError):
         redis_ok = False
         c.metrics.redis_errors.inc()
-    slurm_ok = c.tracker.slurm_ok
-    if slurm_ok is None:  # no tick yet: ask now
+    slurm_ok: bool | None = None
+    last_tick = 0.0
+    if redis_ok:
+        try:
+            slurm_ok, last_tick = await c.tracker.shared_status()
+        except (RedisError, OSError):
+            redis_ok = False
+    if slurm_ok is None:  # no tick yet (or no leader lately): ask now
         slurm_ok = await c.backend.ping()
-    age = time.time() - c.tracker.last_tick if c.tracker.last_tick else None
+    age = time.time() - last_tick if last_tick else None
     ok = redis_ok and bool(slurm_ok)
+    lease = c.tracker.lease
     body = {
         "status": "ok" if ok else "degraded",
         "redis": redis_ok,
         "slurm": bool(slurm_ok),
         "slurm_backend": c.backend.name,
         "tracker_last_tick_seconds_ago": round(age, 3) if age is not None else None,
+        "replica": c.tracker.replica,
+        "tracker_leader": lease.holder or None,
+        "is_leader": lease.leader,
     }
     return web.json_response(body, status=200 if ok else 503)
 

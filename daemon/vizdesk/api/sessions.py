@@ -203,17 +203,6 @@ async def vnc_websocket(request: web.Request) -> web.StreamResponse:
         raise ApiError(409, "not_ready", "desktop registration rejected") from exc
     if reg is None:
         raise ApiError(409, "not_ready", "desktop not registered")
-    if c.websockets.get(sid, 0) >= c.cfg.limits.max_websockets_per_session:
-        raise ApiError(429, "too_many_connections", "too many open connections to this desktop")
-    ws = web.WebSocketResponse(
-        protocols=("binary",),
-        max_msg_size=c.cfg.limits.ws_max_message_bytes,
-        heartbeat=30.0,
-        compress=False,  # RFB data is already compressed; deflate halves throughput
-    )
-    await ws.prepare(request)
-    c.websockets[sid] = c.websockets.get(sid, 0) + 1
-    c.metrics.proxy_open.inc()
     conn = Connection(
         id=secrets.token_hex(8),
         session_id=sid,
@@ -222,6 +211,21 @@ async def vnc_websocket(request: web.Request) -> web.StreamResponse:
         scope=grant.scope,
         share_id=grant.share_id,
     )
+    # The cap counts every replica's connections (the viewers hash in Redis).
+    if not await c.viewers.join_within(conn, c.cfg.limits.max_websockets_per_session):
+        raise ApiError(429, "too_many_connections", "too many open connections to this desktop")
+    ws = web.WebSocketResponse(
+        protocols=("binary",),
+        max_msg_size=c.cfg.limits.ws_max_message_bytes,
+        heartbeat=30.0,
+        compress=False,  # RFB data is already compressed; deflate halves throughput
+    )
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        await c.viewers.leave(conn, "error")
+        raise
+    c.metrics.proxy_open.inc()
     may_type = conn.scope != "view"
     c.connections.add(conn)
     audit(
@@ -242,7 +246,6 @@ async def vnc_websocket(request: web.Request) -> web.StreamResponse:
     try:
         if shared is not None:
             shared.inc()
-        await c.viewers.join(conn)
         if may_type:
             await c.activity.mark(sid)
         # The target host is the node Slurm reports, never one from the registration.
@@ -269,11 +272,6 @@ async def vnc_websocket(request: web.Request) -> web.StreamResponse:
         except Exception as exc:  # Redis away: the entry goes stale, dropped when listed
             log.warning("proxy.viewer_leave_failed", session=sid, error=str(exc))
         c.metrics.proxy_open.dec()
-        left = c.websockets.get(sid, 1) - 1
-        if left > 0:
-            c.websockets[sid] = left
-        else:
-            c.websockets.pop(sid, None)
         audit(
             request, "session.websocket", "closed", user=user, session=sid, reason=reason,
             scope=conn.scope, share=conn.share_id, conn=conn.id,

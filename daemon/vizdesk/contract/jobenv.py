@@ -10,10 +10,11 @@ argv lists and file names.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from ..config import ConfigError, host_port
 from .keys import SESSION_ID_RE
 
 #: WIDTHxHEIGHT, 2 to 5 digits each. The one definition: the API applies its own range
@@ -31,6 +32,8 @@ ENV_IMAGE = "VIZDESK_IMAGE"
 ENV_REG_TTL = "VIZDESK_REG_TTL"
 ENV_SESSION_TAG = "VIZDESK_SESSION_TAG"
 ENV_COMMAND = "VIZDESK_COMMAND"
+ENV_REDIS_SENTINELS = "VIZDESK_REDIS_SENTINELS"  # "h:p,h:p": the primary comes from them
+ENV_REDIS_SENTINEL_MASTER = "VIZDESK_REDIS_SENTINEL_MASTER"
 
 #: Variables never passed on to the VNC server or the desktop session.
 PRIVATE_VARS = frozenset(
@@ -44,6 +47,8 @@ PRIVATE_VARS = frozenset(
         ENV_GEOMETRY,
         ENV_IMAGE,
         ENV_REG_TTL,
+        ENV_REDIS_SENTINELS,
+        ENV_REDIS_SENTINEL_MASTER,
         "VIZDESK_REDIS_PASSWORD_DAEMON",
         "VIZDESK_JWT_SECRET",
         ENV_COMMAND,
@@ -63,6 +68,8 @@ def session_job_env(
     command: str,
     config_path: str | None,
     image: str | None,
+    sentinels: Sequence[str] = (),
+    sentinel_master: str = "",
 ) -> dict[str, str]:
     """What the daemon puts into a session job's environment (never on a command line)."""
     env = {
@@ -79,6 +86,9 @@ def session_job_env(
         env[ENV_CONFIG] = config_path
     if image:
         env[ENV_IMAGE] = image
+    if sentinels:
+        env[ENV_REDIS_SENTINELS] = ",".join(sentinels)
+        env[ENV_REDIS_SENTINEL_MASTER] = sentinel_master
     return env
 
 
@@ -99,14 +109,20 @@ class JobEnv:
     height: int
     reg_ttl: int
     image: str | None = None
+    sentinels: tuple[tuple[str, int], ...] = ()  # () = redis_url directly
+    sentinel_master: str = ""
 
     @property
     def geometry(self) -> str:
         return f"{self.width}x{self.height}"
 
     def redis_location(self) -> str:
-        """host:port/db of the Redis URL, without any credentials (for logs)."""
+        """host:port/db of the Redis URL (or the Sentinels and master), without any
+        credentials (for logs)."""
         parts = urlsplit(self.redis_url)
+        if self.sentinels:
+            hosts = ",".join(f"{h}:{p}" for h, p in self.sentinels)
+            return f"sentinel {hosts} master {self.sentinel_master}{parts.path or ''}"
         host = parts.hostname or "?"
         port = parts.port or 6379
         return f"{host}:{port}{parts.path or ''}"
@@ -152,6 +168,20 @@ def parse_job_env(env: Mapping[str, str]) -> JobEnv:
     if not reg_key.endswith(sid):
         raise JobEnvError(f"{ENV_REG_KEY} does not belong to session {sid}")
 
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master = ""
+    if env.get(ENV_REDIS_SENTINELS):
+        try:
+            sentinels = tuple(
+                host_port(h.strip(), ENV_REDIS_SENTINELS)
+                for h in env[ENV_REDIS_SENTINELS].split(",")
+            )
+        except ConfigError as exc:
+            raise JobEnvError(str(exc)) from None
+        master = _require(env, ENV_REDIS_SENTINEL_MASTER)
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", master):
+            raise JobEnvError(f"{ENV_REDIS_SENTINEL_MASTER} must be a plain name")
+
     return JobEnv(
         session_id=sid,
         redis_url=url,
@@ -162,6 +192,8 @@ def parse_job_env(env: Mapping[str, str]) -> JobEnv:
         height=height,
         reg_ttl=ttl,
         image=image,
+        sentinels=sentinels,
+        sentinel_master=master,
     )
 
 

@@ -144,6 +144,23 @@ class Keys:
         return f"{self.prefix}activity:{sid}"
 
     @property
+    def tracker_lease(self) -> str:
+        """The tracker leader lease: ``<replica> <fence>`` of the replica that runs the
+        tracker, with a TTL of ``tracker.lease_seconds`` (renewed while it lives)."""
+        return f"{self.prefix}tracker:lease"
+
+    @property
+    def tracker_fence(self) -> str:
+        """Counter: one more fencing token each time a replica takes the lease."""
+        return f"{self.prefix}tracker:fence"
+
+    @property
+    def tracker_status(self) -> str:
+        """JSON the leader writes after each tick (its name, Slurm reachable, tick time):
+        every replica's /readyz reads it."""
+        return f"{self.prefix}tracker:status"
+
+    @property
     def image_catalog(self) -> str:
         return f"{self.prefix}images"
 

@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
 from ..contract.keys import Keys
+from .lease import CURRENT_FENCE, FencedOut
 from .records import SlurmRecord, utcnow
 
 R = TypeVar("R", bound=SlurmRecord[Any])
@@ -47,12 +48,23 @@ async def atomic_update(
 ) -> T | None:
     """WATCH/MULTI read-modify-write of one record; ``mutate`` returns True if it changed.
 
-    Returns the record as stored after the call (None if there is none).
+    Returns the record as stored after the call (None if there is none). Inside a
+    tracker tick (:data:`~vizdesk.core.lease.CURRENT_FENCE` set) the lease key is watched
+    too and must still hold the tick's fence, else :class:`~vizdesk.core.lease.FencedOut`.
     """
+    fence = CURRENT_FENCE.get()
     for _ in range(20):
         async with redis.pipeline(transaction=True) as pipe:
             try:
-                await pipe.watch(key)
+                if fence is None:
+                    await pipe.watch(key)
+                else:
+                    await pipe.watch(key, fence.key)
+                    held = await pipe.get(fence.key)
+                    held = held.decode() if isinstance(held, bytes) else held
+                    if held != fence.value:
+                        await pipe.unwatch()
+                        raise FencedOut(f"{key}: the tracker lease is no longer {fence.value}")
                 raw = await pipe.get(key)
                 if not raw:
                     await pipe.unwatch()

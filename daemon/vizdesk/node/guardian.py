@@ -24,7 +24,9 @@ from typing import Any, BinaryIO
 
 import redis
 import structlog
+from redis.sentinel import Sentinel
 
+from vizdesk.contract.redisconn import db_of, parse_sentinels
 from vizdesk.node import procs
 from vizdesk.node.logs import setup_logging
 from vizdesk.node.sweep import PIDS
@@ -37,6 +39,8 @@ DONE = b"done"
 def handoff_line(
     *,
     url: str,
+    sentinels: list[str] | None = None,
+    sentinel_master: str = "",
     username: str,
     password: str,
     key: str,
@@ -47,6 +51,8 @@ def handoff_line(
     """The first line the wrapper writes to the guardian's stdin."""
     doc = {
         "url": url,
+        "sentinels": sentinels or [],
+        "sentinel_master": sentinel_master,
         "username": username,
         "password": password,
         "key": key,
@@ -57,20 +63,33 @@ def handoff_line(
     return json.dumps(doc).encode() + b"\n"
 
 
+def _client(doc: dict[str, Any]) -> redis.Redis:
+    """The registration's Redis: the URL, or the primary the handed-over Sentinels name."""
+    creds: dict[str, Any] = {
+        "username": str(doc["username"]),
+        "password": str(doc["password"]),
+        "socket_timeout": 3,
+        "socket_connect_timeout": 3,
+    }
+    sentinels = [str(s) for s in doc.get("sentinels") or []]
+    if not sentinels:
+        return redis.Redis.from_url(str(doc["url"]), **creds)
+    hosts = parse_sentinels(sentinels, "sentinels")
+    manager = Sentinel(hosts, sentinel_kwargs={"socket_timeout": 3})
+    client: redis.Redis = manager.master_for(
+        str(doc["sentinel_master"]), db=db_of(str(doc["url"])), **creds
+    )
+    return client
+
+
 def cleanup(doc: dict[str, Any]) -> None:
     sid = str(doc["session_id"])
     try:
-        client = redis.Redis.from_url(
-            str(doc["url"]),
-            username=str(doc["username"]),
-            password=str(doc["password"]),
-            socket_timeout=3,
-            socket_connect_timeout=3,
-        )
+        client = _client(doc)
         client.delete(str(doc["key"]))
         client.close()
         log.info("registration_deleted", key=doc["key"])
-    except (redis.RedisError, OSError) as exc:
+    except (redis.RedisError, OSError, ValueError) as exc:
         log.warning("registration_delete_failed", error=f"{type(exc).__name__}: {exc}")
     private = str(doc.get("private_dir") or "")
     ours = os.path.basename(private).startswith("vizdesk-")

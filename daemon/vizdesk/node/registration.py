@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
+
+from ..contract.redisconn import connect
 
 log = structlog.get_logger("vizdesk.node.registration")
 
@@ -47,12 +50,19 @@ class Registrar:
         *,
         timeout: float = 5.0,
         client: aioredis.Redis | None = None,
+        sentinels: Sequence[tuple[str, int]] = (),
+        sentinel_master: str = "",
     ) -> None:
         self.key = key
         self.ttl = ttl
         self.timeout = timeout
-        self._client = client or aioredis.Redis.from_url(
+        # Behind Sentinel every new connection asks for the current primary, so after a
+        # failover the next heartbeat reaches the new one (once the tracker leader has
+        # re-created this session's ACL user there, the write succeeds again).
+        self._client = client or connect(
             url,
+            sentinels=sentinels,
+            master=sentinel_master,
             username=username,
             password=password,
             socket_timeout=timeout,

@@ -204,7 +204,13 @@ class Wrapper:
     async def _serve(self) -> int:
         job = self.job
         self.registrar = Registrar(
-            job.redis_url, job.redis_username, job.redis_password, job.reg_key, job.reg_ttl
+            job.redis_url,
+            job.redis_username,
+            job.redis_password,
+            job.reg_key,
+            job.reg_ttl,
+            sentinels=job.sentinels,
+            sentinel_master=job.sentinel_master,
         )
         swept = await asyncio.to_thread(
             sweep.sweep_stale, PrivateDir.base(self.env), grace=KILL_GRACE_SECONDS
@@ -282,6 +288,8 @@ class Wrapper:
             self.guardian.stdin.write(
                 handoff_line(
                     url=self.job.redis_url,
+                    sentinels=[f"{h}:{p}" for h, p in self.job.sentinels],
+                    sentinel_master=self.job.sentinel_master,
                     username=self.job.redis_username,
                     password=self.job.redis_password,
                     key=self.job.reg_key,

@@ -52,18 +52,30 @@ SERVER_ERROR = "server_error"
 INPUT_REFUSED = "input_refused"  # a view-only connection sent a message it may not send
 
 
+#: The reason of a websocket closed because its daemon replica is stopping (with 1012,
+#: "service restart": the browser reconnects, through another replica).
+SHUTDOWN = "daemon stopping"
+
+
 class Stop:
-    """Ends one bridge from outside (kick, revoked link): ``stop(reason)`` closes the
-    websocket with 1008 and ``reason`` at once."""
+    """Ends one bridge from outside: ``stop(reason)`` (kick, revoked link) closes the
+    websocket with 1008 and ``reason`` at once; ``restart()`` (the replica is stopping)
+    with 1012, which tells the browser to reconnect."""
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
         self.reason = ""
+        self.code: int = WSCloseCode.POLICY_VIOLATION
 
     def stop(self, reason: str) -> None:
         if not self.event.is_set():
             self.reason = reason
             self.event.set()
+
+    def restart(self) -> None:
+        if not self.event.is_set():
+            self.code = WSCloseCode.SERVICE_RESTART
+            self.stop(SHUTDOWN)
 
 
 class BrowserSocket(Protocol):
@@ -246,7 +258,7 @@ async def _pump(
     async def stopped() -> tuple[str, int | None]:
         assert stop is not None
         await stop.event.wait()
-        return stop.reason or "stopped", WSCloseCode.POLICY_VIOLATION
+        return stop.reason or "stopped", stop.code
 
     tasks = [asyncio.create_task(up()), asyncio.create_task(down())]
     if idle > 0:

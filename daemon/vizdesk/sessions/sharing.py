@@ -56,6 +56,25 @@ VIEWER_STALE_SECONDS = 30.0  # a viewer entry no replica refreshed for this long
 PROXY_CLOSE = "proxy_close"  # event type: close connections (by conn, share or session)
 
 
+# KEYS: the desktop's viewers hash; ARGV: connection id, its entry JSON, the cap, the
+# oldest "seen" still alive. Counts live entries (drops stale ones), adds ours below cap.
+JOIN_WITHIN = """
+local live = 0
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  local ok, doc = pcall(cjson.decode, fields[i + 1])
+  if ok and type(doc) == 'table' and tonumber(doc['seen'] or 0) >= tonumber(ARGV[4]) then
+    live = live + 1
+  else
+    redis.call('HDEL', KEYS[1], fields[i])
+  end
+end
+if live >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
 def share_denied(message: str, field: str | None = None) -> VizdeskError:
     return VizdeskError(403, "share_forbidden", message, field=field)
 
@@ -293,6 +312,24 @@ class Viewers:
     async def join(self, conn: Connection) -> None:
         await self.redis.hset(self.keys.viewers(conn.session_id), conn.id, json.dumps(conn.entry()))
         await self._publish(conn, "join", "")
+
+    async def join_within(self, conn: Connection, cap: int) -> bool:
+        """Join unless ``cap`` live connections (any replica's) are open to the desktop
+        already; counted and added in one script, so parallel opens through different
+        replicas cannot pass the cap together. False (nothing written) when at the cap."""
+        joined = await self.redis.eval(
+            JOIN_WITHIN,
+            1,
+            self.keys.viewers(conn.session_id),
+            conn.id,
+            json.dumps(conn.entry()),
+            str(cap),
+            repr(time.time() - VIEWER_STALE_SECONDS),
+        )
+        if not int(joined):
+            return False
+        await self._publish(conn, "join", "")
+        return True
 
     async def leave(self, conn: Connection, reason: str) -> None:
         await self.redis.hdel(self.keys.viewers(conn.session_id), conn.id)

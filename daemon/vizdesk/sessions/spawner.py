@@ -54,6 +54,8 @@ class Spawner(SessionRole):
             command=self.cfg.node.vizdesk_command or "vizdesk",
             config_path=self.cfg.path,
             image=session.image_path,
+            sentinels=self.cfg.redis.node_sentinels(),
+            sentinel_master=self.cfg.redis.sentinel_master,
         )
 
     async def create(

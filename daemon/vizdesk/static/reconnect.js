@@ -67,9 +67,10 @@ export class Backoff {
 
 // Websocket close codes (RFC 6455 §7.4, IANA registry) as the daemon's proxy uses them
 // (daemon/vizdesk/proxy/bridge.py): 1000 the VNC server closed or the idle timeout;
-// 1001 the daemon shut down (a restart, a rolling upgrade: what the bridge means to send;
-// on the test bed a SIGTERM'd daemon's websockets reach the browser as 1006, cut after
-// its shutdown timeout without a close frame); 1002/1003/1009 protocol
+// 1012 the replica is stopping (SIGTERM: a restart, a rolling upgrade; another replica
+// serves the desktop after a fresh ticket); 1001 a shutdown that cancelled the bridge
+// (daemons before the 1012 close; their websockets could also reach the browser as 1006,
+// cut after the shutdown timeout without a close frame); 1002/1003/1009 protocol
 // faults; 1008 policy: a viewer kicked, a share link revoked or expired, view-only input,
 // a browser too slow to take data (slow_client), a handshake that took too long;
 // 1011 internal error; 1013 the VNC server refused the proxy's handshake (try later).
