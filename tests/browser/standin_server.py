@@ -273,6 +273,10 @@ class StandIn:
         self.tickets: dict[str, str] = {}
         self.listeners: dict[str, set[asyncio.Queue[tuple[str, dict[str, Any]]]]] = {}
         self.slurm_ok = True
+        # what /_standin/drop ends: open VNC websockets (with their requests) and events
+        # streams; until down_until (monotonic) the API answers 503 (a restarting daemon)
+        self.open_ws: dict[int, tuple[web.Request, web.WebSocketResponse]] = {}
+        self.down_until = 0.0
         self.tasks: set[asyncio.Task[None]] = set()
         self.uploads: dict[str, dict[str, Any]] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
@@ -335,6 +339,13 @@ class StandIn:
             if request.path == "/" or request.path.endswith(".html"):
                 resp.headers["Content-Security-Policy"] = CSP
                 resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    @web.middleware
+    async def down_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith("/api/") and time.monotonic() < self.down_until:
+            return error(503, "unavailable", "the stand-in is restarting (/_standin/drop)")
+        resp: web.StreamResponse = await handler(request)
         return resp
 
     async def index(self, request: web.Request) -> web.StreamResponse:
@@ -462,6 +473,7 @@ class StandIn:
         reader, writer = await asyncio.open_connection("127.0.0.1", desktop.port)
         ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024)
         await ws.prepare(request)
+        self.open_ws[id(ws)] = (request, ws)
 
         async def tcp_to_ws() -> None:
             while data := await reader.read(65536):
@@ -477,6 +489,7 @@ class StandIn:
                 elif msg.type == WSMsgType.ERROR:
                     break
         finally:
+            self.open_ws.pop(id(ws), None)
             pump.cancel()
             writer.close()
         return ws
@@ -499,6 +512,8 @@ class StandIn:
                 except TimeoutError:
                     await resp.write(b": keep-alive\n\n")
                     continue
+                if event == "_drop":  # /_standin/drop: the stream ends
+                    break
                 await resp.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
         except (ConnectionResetError, asyncio.CancelledError):
             pass
@@ -518,6 +533,25 @@ class StandIn:
         for user in list(self.listeners):
             self.emit(user, "status", {"slurm": "ok" if self.slurm_ok else "unreachable"})
         return web.json_response({"slurm": self.slurm_ok})
+
+    async def dev_drop(self, request: web.Request) -> web.Response:
+        """Acts out a daemon restart: every desktop websocket closes with ``code`` (1006:
+        the connection is cut without a close frame, as when the daemon is killed), every
+        events stream ends, and the API answers 503 for ``down_seconds``."""
+        body = await request.json()
+        code = int(body.get("code", 1012))
+        self.down_until = time.monotonic() + float(body.get("down_seconds", 0))
+        dropped = len(self.open_ws)
+        for req, ws in list(self.open_ws.values()):
+            if code == 1006:
+                if req.transport is not None:
+                    req.transport.abort()
+            else:
+                await ws.close(code=code, message=b"service restart")
+        for queues in self.listeners.values():
+            for q in queues:
+                q.put_nowait(("_drop", {}))
+        return web.json_response({"dropped": dropped})
 
     async def dev_clipboard(self, request: web.Request) -> web.Response:
         desktop = self.desktops.get(request.match_info["sid"])
@@ -881,7 +915,7 @@ class StandIn:
             await desktop.stop()
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self.headers_mw])
+        app = web.Application(middlewares=[self.headers_mw, self.down_mw])
         r = app.router
         r.add_get("/", self.index)
         r.add_static("/static/", STATIC_DIR, follow_symlinks=False)
@@ -896,6 +930,7 @@ class StandIn:
         r.add_get("/api/v1/sessions/{sid}/vnc", self.vnc)
         r.add_get("/api/v1/events", self.events)
         r.add_post("/_standin/health", self.dev_health)
+        r.add_post("/_standin/drop", self.dev_drop)
         r.add_route("*", "/_standin/sessions/{sid}/clipboard", self.dev_clipboard)
         r.add_get("/_standin/token", self.dev_token)
         r.add_get("/api/v1/job-templates", self.list_templates)

@@ -4,7 +4,6 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
 import {
-  backoffSeconds,
   buildLaunchRequest,
   canOpen,
   canStop,
@@ -503,7 +502,15 @@ describe("desktop connection", () => {
     assert.match(disconnectMessage({ session: running, securityFailure: "bad ticket" }).message, /bad ticket/);
   });
 
-  it("backs off the events stream reconnects up to 15 s", () => {
-    assert.deepEqual([0, 1, 2, 3, 4, 5, 10].map(backoffSeconds), [1, 2, 4, 8, 15, 15, 15]);
+  it("says when the automatic reconnect gave up, and offers Reconnect", () => {
+    const running = session({ state: "READY" });
+    const gaveUp = disconnectMessage({ session: running, clean: false, userAsked: false, gaveUp: true });
+    assert.equal(gaveUp.canReconnect, true);
+    assert.match(gaveUp.message, /could not be restored for 2 minutes/);
+    assert.match(gaveUp.message, /Reconnect/);
+    // a session that ended meanwhile says so instead
+    const ended = disconnectMessage({ session: session({ state: "ENDED" }), gaveUp: true });
+    assert.equal(ended.canReconnect, false);
+    assert.match(ended.message, /ended/);
   });
 });

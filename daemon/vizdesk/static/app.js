@@ -7,10 +7,10 @@ import { Api, ApiError } from "./api.js";
 import { estimateText, extendStepMinutes, scopeText, sharedTitle, shareIdFromSearch, viewerEventText, warningBanner } from "./awareness.js";
 import { Batch } from "./batch.js";
 import { DesktopConnection } from "./desktop.js";
+import { Backoff } from "./reconnect.js";
 import { SharePanel } from "./sharing.js";
 import {
   TOKEN_STORAGE_KEY,
-  backoffSeconds,
   buildLaunchRequest,
   canOpen,
   canStop,
@@ -49,8 +49,11 @@ const page = {
   autoOpenId: null, // the desktop just launched: opened as soon as it is READY
   desktopId: null,
   eventsAbort: null,
-  eventsAttempt: 0,
-  eventsMode: "off", // off | connecting | live | polling
+  // the events stream's reconnect schedule (reconnect.js): first retry after 0.25 s, at
+  // most every 4 s, never giving up (a request every 4 s costs nothing)
+  eventsBackoff: new Backoff({ giveUpMs: null }),
+  eventsEverLive: false, // the stream was live once since sign-in: a drop is "reconnecting…"
+  eventsMode: "off", // off | connecting | reconnecting | live | polling
   pollTimer: null,
   healthTimer: null,
   tickTimer: null,
@@ -740,7 +743,8 @@ function announce(text) {
 
 function startBackground() {
   stopBackground();
-  page.eventsAttempt = 0;
+  page.eventsBackoff.reset();
+  page.eventsEverLive = false;
   connectEvents();
   refreshHealth();
   page.healthTimer = setInterval(refreshHealth, 20000);
@@ -758,7 +762,13 @@ function stopBackground() {
 
 function setEventsState(mode) {
   page.eventsMode = mode;
-  const text = { live: "live", connecting: "connecting…", polling: "refreshing every 5 s", off: "" }[mode];
+  const text = {
+    live: "live",
+    connecting: "connecting…",
+    reconnecting: "reconnecting…",
+    polling: "refreshing every 5 s",
+    off: "",
+  }[mode];
   $("events-state").textContent = text ?? "";
   $("events-state").dataset.mode = mode;
 }
@@ -766,14 +776,13 @@ function setEventsState(mode) {
 async function connectEvents() {
   const abort = new AbortController();
   page.eventsAbort = abort;
-  setEventsState("connecting");
-  let opened = false;
+  setEventsState(page.eventsEverLive ? "reconnecting" : "connecting");
   try {
     await api.streamEvents({
       signal: abort.signal,
       onOpen: () => {
-        opened = true;
-        page.eventsAttempt = 0;
+        page.eventsBackoff.connected(Date.now());
+        page.eventsEverLive = true;
         setEventsState("live");
         page.health.reachable = true;
         renderHealth();
@@ -818,10 +827,11 @@ async function connectEvents() {
     }
   }
   if (abort.signal.aborted || page.eventsAbort !== abort) return;
-  // stream ended or failed: reconnect with backoff
-  const delay = backoffSeconds(opened ? 0 : page.eventsAttempt++);
-  setEventsState("connecting");
-  page.pollTimer = setTimeout(connectEvents, delay * 1000);
+  // stream ended (the daemon serving it restarted) or failed: reconnect with backoff; the
+  // list is fetched again once it is back (onOpen), so no change is missed
+  const { delayMs } = page.eventsBackoff.next(Date.now());
+  setEventsState(page.eventsEverLive ? "reconnecting" : "connecting");
+  page.pollTimer = setTimeout(connectEvents, delayMs);
 }
 
 async function pollSessions() {
@@ -905,7 +915,13 @@ function setDesktopStatus(text, state) {
   }
 }
 
+/** The "reconnecting…" indicator over the desktop (empty: not shown). */
+function setReconnecting(text) {
+  if ($("desktop-reconnecting").textContent !== text) $("desktop-reconnecting").textContent = text;
+}
+
 function showOverlay({ message, canReconnect }) {
+  setReconnecting("");
   $("overlay-text").textContent = message;
   $("overlay-reconnect").hidden = !canReconnect;
   $("desktop-overlay").hidden = false;
@@ -926,6 +942,7 @@ function openDesktop(id) {
   setSharedMode(false);
   sharePanel.attach(id);
   hideOverlay();
+  setReconnecting("");
   renderDesktopInfo();
   $("clipboard-status").textContent = "";
   desktop.open(id);
@@ -956,6 +973,7 @@ async function openShared(shareId) {
   showView("desktop");
   setSharedMode(true);
   hideOverlay();
+  setReconnecting("");
   renderDesktopInfo();
   announce(`Opening ${sharedTitle(info)}`);
   desktop.open(info.session_id, () => api.shareTicket(shareId));
@@ -974,6 +992,7 @@ function dropShareFromUrl() {
 function leaveDesktop(toPortal = true) {
   desktop.close(false);
   hideOverlay();
+  setReconnecting("");
   sharePanel.toggle(false);
   if (page.shared) closeShared();
   if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
@@ -996,9 +1015,19 @@ async function onDesktopEvent(ev) {
       break;
     case "connected":
       hideOverlay();
+      setReconnecting("");
       setDesktopStatus("Connected", "connected");
+      if (ev.reconnected) $("desktop-view").dataset.reconnects = String(Number($("desktop-view").dataset.reconnects ?? 0) + 1);
+      break;
+    case "reconnecting":
+      // the daemon serving this desktop restarted or the network dropped: the desktop
+      // keeps running, a fresh ticket and a new connection follow by themselves
+      setDesktopStatus("Reconnecting…", "reconnecting");
+      if (ev.code !== null) $("desktop-view").dataset.closeCode = String(ev.code); // for tests and support
+      setReconnecting("Connection lost — reconnecting…");
       break;
     case "first-frame": {
+      if (ev.reconnected) break;
       const [click] = performance.getEntriesByName("vizdesk:launch-click").slice(-1);
       const [frame] = performance.getEntriesByName("vizdesk:first-frame").slice(-1);
       if (click && frame && frame.startTime > click.startTime) {
@@ -1014,6 +1043,7 @@ async function onDesktopEvent(ev) {
       break;
     case "error": {
       const exc = ev.error;
+      setReconnecting("");
       setDesktopStatus("Not connected", "disconnected");
       if (exc instanceof ApiError && exc.info.signIn) return;
       if (page.shared) {
@@ -1030,12 +1060,15 @@ async function onDesktopEvent(ev) {
       break;
     }
     case "disconnected": {
+      setReconnecting("");
       setDesktopStatus("Disconnected", "disconnected");
       if (page.view !== "desktop") return;
       if (page.shared) {
         const msg = ev.userAsked
           ? "You disconnected from the shared desktop."
-          : "Your view of the shared desktop was closed: its owner disconnected you, revoked or let the link expire, or the desktop ended.";
+          : ev.gaveUp
+            ? "The connection to the shared desktop could not be restored for 2 minutes. Press Reconnect to try again."
+            : "Your view of the shared desktop was closed: its owner disconnected you, revoked or let the link expire, or the desktop ended.";
         showOverlay({ message: msg, canReconnect: true });
         return;
       }

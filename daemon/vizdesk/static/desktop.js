@@ -1,8 +1,13 @@
 // vizdesk portal: the desktop view, a thin wrapper around noVNC's RFB object.
 // Each (re)connect asks the API for a fresh one-time ticket; the proxy does the VNC
 // authentication, so noVNC sees security type None and never prompts for a password.
+// A connection that drops for a reason worth retrying (the daemon serving it restarted or
+// died, the network failed: reconnect.js classifyClose) is reopened by itself with a
+// fresh ticket and a new RFB on the same screen element, with a backoff and a bounded
+// give-up; the page shows "reconnecting…" meanwhile and nothing else changes.
 
 import RFB from "./vendor/novnc/core/rfb.js";
+import { Backoff, classifyClose, retryableStatus } from "./reconnect.js";
 import { websocketUrl } from "./state.js";
 
 /**
@@ -23,18 +28,26 @@ export function snapToPixels(screen) {
   screen.style.inset = `${dy}px ${right}px ${bottom}px ${dx}px`;
 }
 
+/** How long one automatic reconnect attempt may take to reach the desktop. */
+const ATTEMPT_TIMEOUT_MS = 20000;
+
 export class DesktopConnection {
   /**
    * @param {object} opts
    * @param {HTMLElement} opts.screen element noVNC draws into
    * @param {import("./api.js").Api} opts.api
    * @param {(ev) => void} opts.onEvent receives {type: "connecting"|"connected"|"first-frame"|
-   *   "disconnected"|"clipboard"|"desktopname"|"error", ...}
+   *   "reconnecting"|"disconnected"|"clipboard"|"desktopname"|"error", ...}; "connected"
+   *   and "first-frame" carry `reconnected: true` after an automatic reconnect,
+   *   "reconnecting" {attempt, delayMs, code}, "disconnected" `gaveUp: true` when the
+   *   automatic reconnect gave up (reconnect.js GIVE_UP_MS)
+   * @param {() => number} [opts.now] clock (ms), for tests
    */
-  constructor({ screen, api, onEvent }) {
+  constructor({ screen, api, onEvent, now = () => Date.now() }) {
     this.screen = screen;
     this.api = api;
     this.onEvent = onEvent;
+    this.now = now;
     this.rfb = null;
     this.sessionId = null;
     this.userAsked = false;
@@ -42,6 +55,11 @@ export class DesktopConnection {
     this.attempt = 0;
     this.isConnected = false;
     this.ticketSource = null;
+    this.backoff = new Backoff();
+    this.everConnected = false; // this open() had a connection (only then: reconnect by itself)
+    this.reconnecting = false; // an automatic reconnect is under way
+    this.retryTimer = null;
+    this.frozen = null; // the last picture, kept while reconnecting (freezeFrame)
     // Keep the screen on whole pixels of its container (see snapToPixels).
     if (screen.parentElement && typeof ResizeObserver !== "undefined") {
       this.snap = new ResizeObserver(() => snapToPixels(screen));
@@ -67,30 +85,69 @@ export class DesktopConnection {
     this.close(false);
     this.sessionId = sessionId;
     this.ticketSource = ticketSource;
+    this.backoff.reset();
+    this.everConnected = false;
+    this.reconnecting = false;
+    this.onEvent({ type: "connecting" });
+    return this.connectOnce();
+  }
+
+  /** One attempt: a fresh one-time ticket, then a new RFB on the same screen element. */
+  async connectOnce() {
     this.userAsked = false;
     this.securityFailure = null;
     const attempt = ++this.attempt;
-    this.onEvent({ type: "connecting" });
+    const ticketSource = this.ticketSource;
     performance.mark("vizdesk:ticket-request");
     let ticket;
     try {
-      ticket = await (ticketSource ? ticketSource() : this.api.connectTicket(sessionId));
+      ticket = await (ticketSource ? ticketSource() : this.api.connectTicket(this.sessionId));
     } catch (exc) {
       if (attempt !== this.attempt) return;
+      // a daemon restarting (no answer, 502/503) is bridged; 401/403/404/409 are final
+      if (this.reconnecting && !exc?.info?.signIn && retryableStatus(exc?.status ?? 0)) {
+        this.retryLater(null);
+        return;
+      }
+      this.unfreeze();
+      this.reconnecting = false;
       this.onEvent({ type: "error", error: exc });
       return;
     }
     if (attempt !== this.attempt) return; // superseded (closed or reopened meanwhile)
     const url = websocketUrl(window.location, ticket.ws_path);
     performance.mark("vizdesk:ws-open");
+    // The page opens the websocket itself (noVNC accepts one) to see its close code: the
+    // disconnect event noVNC sends has only a "clean" flag. This listener is added before
+    // noVNC's own handler, so the code is known when noVNC reports the disconnect.
+    let closeInfo = null;
+    let timedOut = false;
+    let ws = null;
     let rfb;
     try {
-      rfb = new RFB(this.screen, url, { shared: true });
+      ws = new WebSocket(url);
+      ws.addEventListener("close", (e) => {
+        closeInfo = { code: e.code, reason: e.reason };
+        // noVNC removes its canvas right after this: keep the last picture meanwhile
+        if (this.rfb === rfb && this.isConnected) this.freezeFrame();
+      });
+      rfb = new RFB(this.screen, ws, { shared: true });
     } catch (exc) {
+      ws?.close();
+      this.reconnecting = false;
       this.onEvent({ type: "error", error: exc });
       return;
     }
     this.rfb = rfb;
+    // an automatic attempt that hangs (a replica that accepts but never answers) counts as
+    // failed after ATTEMPT_TIMEOUT_MS, so the schedule and the give-up go on
+    const hang = this.reconnecting
+      ? setTimeout(() => {
+          if (this.rfb !== rfb || this.isConnected) return;
+          timedOut = true;
+          rfb.disconnect();
+        }, ATTEMPT_TIMEOUT_MS)
+      : null;
     // the owner's desktop follows the browser window; someone else's (a share link) is
     // scaled into it instead: a viewer never resizes the owner's desktop
     rfb.resizeSession = !ticketSource;
@@ -102,23 +159,41 @@ export class DesktopConnection {
     rfb.compressionLevel = 2;
 
     rfb.addEventListener("connect", () => {
+      clearTimeout(hang);
       if (this.rfb !== rfb) return;
+      const reconnected = this.reconnecting;
       this.isConnected = true;
-      performance.mark("vizdesk:rfb-connect");
-      this.onEvent({ type: "connected" });
-      this.watchFirstFrame(rfb);
-      rfb.focus();
+      this.everConnected = true;
+      this.reconnecting = false;
+      this.backoff.connected(this.now());
+      performance.mark(reconnected ? "vizdesk:rfb-reconnect" : "vizdesk:rfb-connect");
+      this.onEvent({ type: "connected", reconnected });
+      this.watchFirstFrame(rfb, reconnected);
+      // after a reconnect the keyboard focus stays where the user left it; it returns to
+      // the desktop only if it was there (the old canvas is gone: the focus is on <body>)
+      const active = document.activeElement;
+      if (!reconnected || !active || active === document.body || this.screen.contains(active)) rfb.focus();
     });
     rfb.addEventListener("disconnect", (e) => {
+      clearTimeout(hang);
       if (this.rfb !== rfb) return;
       this.rfb = null;
       this.isConnected = false;
-      this.onEvent({
-        type: "disconnected",
+      const detail = {
         clean: Boolean(e.detail?.clean),
         userAsked: this.userAsked,
         securityFailure: this.securityFailure,
-      });
+        code: closeInfo?.code ?? null,
+        reason: closeInfo?.reason ?? "",
+      };
+      const retry = timedOut || classifyClose(detail) === "reconnect";
+      if ((this.everConnected || this.reconnecting) && retry) {
+        this.retryLater(detail.code);
+        return;
+      }
+      this.unfreeze();
+      this.reconnecting = false;
+      this.onEvent({ type: "disconnected", ...detail });
     });
     rfb.addEventListener("securityfailure", (e) => {
       this.securityFailure = e.detail?.reason || `security failure ${e.detail?.status ?? ""}`.trim();
@@ -137,8 +212,71 @@ export class DesktopConnection {
     });
   }
 
+  /**
+   * Keeps a copy of the desktop's last picture (dimmed by the stylesheet) where noVNC's
+   * canvas was, until the next connection draws its first frame: a reconnect does not
+   * blank the view. The copy is outside the screen element and hidden from assistive
+   * technology; the "reconnecting…" status says what happens.
+   */
+  freezeFrame() {
+    this.unfreeze();
+    const canvas = this.screen.querySelector("canvas");
+    const host = this.screen.parentElement;
+    if (!canvas || !canvas.width || !canvas.height || !host) return;
+    const box = canvas.getBoundingClientRect();
+    const hostBox = host.getBoundingClientRect();
+    const copy = document.createElement("canvas");
+    copy.width = canvas.width;
+    copy.height = canvas.height;
+    try {
+      copy.getContext("2d").drawImage(canvas, 0, 0);
+    } catch {
+      return;
+    }
+    copy.className = "desktop-frozen";
+    copy.setAttribute("aria-hidden", "true");
+    copy.style.left = `${box.left - hostBox.left}px`;
+    copy.style.top = `${box.top - hostBox.top}px`;
+    copy.style.width = `${box.width}px`;
+    copy.style.height = `${box.height}px`;
+    this.screen.after(copy);
+    this.frozen = copy;
+  }
+
+  unfreeze() {
+    this.frozen?.remove();
+    this.frozen = null;
+  }
+
+  /** Schedules the next automatic attempt, or gives up (reconnect.js Backoff). */
+  retryLater(code) {
+    const step = this.backoff.next(this.now());
+    if (step.giveUp) {
+      this.unfreeze();
+      this.reconnecting = false;
+      this.onEvent({
+        type: "disconnected",
+        clean: false,
+        userAsked: false,
+        securityFailure: null,
+        code,
+        reason: "",
+        gaveUp: true,
+        downForMs: step.downForMs,
+      });
+      return;
+    }
+    this.reconnecting = true;
+    this.onEvent({ type: "reconnecting", attempt: step.attempt, delayMs: step.delayMs, code });
+    const attempt = ++this.attempt; // a close() or open() meanwhile cancels it
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => {
+      if (attempt === this.attempt) this.connectOnce();
+    }, step.delayMs);
+  }
+
   /** Reports the first drawn frame (noVNC's canvas starts fully transparent). */
-  watchFirstFrame(rfb) {
+  watchFirstFrame(rfb, reconnected = false) {
     const started = performance.now();
     const check = () => {
       if (this.rfb !== rfb) return;
@@ -151,12 +289,14 @@ export class DesktopConnection {
           [canvas.width - 2, canvas.height - 2],
         ];
         if (points.some(([x, y]) => ctx.getImageData(x, y, 1, 1).data[3] !== 0)) {
-          performance.mark("vizdesk:first-frame");
-          this.onEvent({ type: "first-frame" });
+          if (!reconnected) performance.mark("vizdesk:first-frame");
+          this.unfreeze(); // the new connection's picture replaces the kept one
+          this.onEvent({ type: "first-frame", reconnected });
           return;
         }
       }
       if (performance.now() - started < 30000) requestAnimationFrame(check);
+      else this.unfreeze();
     };
     requestAnimationFrame(check);
   }
@@ -164,6 +304,16 @@ export class DesktopConnection {
   /** Closes the connection (userAsked: the user pressed "Disconnect"). */
   close(userAsked = true) {
     this.attempt++;
+    this.unfreeze();
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    const wasReconnecting = this.reconnecting;
+    this.reconnecting = false;
+    if (wasReconnecting && !this.rfb && userAsked) {
+      // Disconnect pressed between two automatic attempts: it stops them
+      this.onEvent({ type: "disconnected", clean: true, userAsked: true, securityFailure: null, code: null, reason: "" });
+      return;
+    }
     if (this.rfb) {
       this.userAsked = userAsked;
       const rfb = this.rfb;

@@ -643,9 +643,9 @@ export function websocketUrl(pageLocation, wsPath) {
 /**
  * Message shown when the desktop connection closes. `session` is the freshest known
  * session object (or null), `clean` the noVNC disconnect flag, `userAsked` whether the
- * user pressed disconnect.
+ * user pressed disconnect, `gaveUp` whether the automatic reconnect gave up.
  */
-export function disconnectMessage({ session, clean, userAsked, securityFailure }) {
+export function disconnectMessage({ session, clean, userAsked, securityFailure, gaveUp = false }) {
   if (securityFailure) {
     return {
       canReconnect: true,
@@ -665,6 +665,12 @@ export function disconnectMessage({ session, clean, userAsked, securityFailure }
   if (userAsked) {
     return { canReconnect: true, message: "Disconnected. The desktop keeps running; reconnect at any time." };
   }
+  if (gaveUp) {
+    return {
+      canReconnect: true,
+      message: "The connection to the desktop could not be restored for 2 minutes. Your desktop may still be running; press Reconnect to try again.",
+    };
+  }
   if (clean) {
     return { canReconnect: true, message: "The connection to the desktop was closed. The desktop may still be running." };
   }
@@ -672,9 +678,4 @@ export function disconnectMessage({ session, clean, userAsked, securityFailure }
     canReconnect: true,
     message: "The connection to the desktop dropped. Your desktop keeps running; reconnect to continue.",
   };
-}
-
-/** Backoff before reconnecting the events stream: 1, 2, 4, 8, 15, 15 … seconds. */
-export function backoffSeconds(attempt) {
-  return Math.min(15, 2 ** Math.max(0, attempt));
 }
