@@ -77,6 +77,9 @@ class Metrics:
             "vizdesk_slurm_errors", "Failed Slurm calls", ["op"], registry=r
         )
         self.redis_errors = Counter("vizdesk_redis_errors", "Redis errors", registry=r)
+        self.event_streams_open = Gauge(
+            "vizdesk_event_streams_open", "Open events streams (SSE) on this replica", registry=r
+        )
         self.tracker_leader = Gauge(
             "vizdesk_tracker_leader",
             "1 while this replica holds the tracker lease (runs the Slurm queries), else 0",

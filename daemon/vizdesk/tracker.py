@@ -23,7 +23,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from .core.background import Background
-from .core.lease import FencedOut, LeaderLease, fenced
+from .core.lease import CURRENT_FENCE, FencedOut, LeaderLease, fenced, fenced_set
 from .core.tracked import TrackedSource
 from .sessions.advance import SessionTracking
 from .sessions.role import SessionRole
@@ -160,7 +160,12 @@ class Tracker(SessionRole):
         """What the other replicas' /readyz report: who ticked, when, Slurm reachable."""
         doc = {"replica": self.replica, "slurm": self.slurm_ok, "tick": self.last_tick}
         ttl = max(30, int(self.cfg.slurm.poll_interval_seconds * 5))
-        await self.store.redis.set(self.store.keys.tracker_status, json.dumps(doc), ex=ttl)
+        key, value = self.store.keys.tracker_status, json.dumps(doc)
+        fence = CURRENT_FENCE.get()
+        if fence is None:  # a tick outside the loop (tests, tools)
+            await self.store.redis.set(key, value, ex=ttl)
+        else:  # every tick ends with a fenced write: a deposed leader finds out here
+            await fenced_set(self.store.redis, fence, key, value, ttl)
 
     async def shared_status(self) -> tuple[bool | None, float]:
         """(Slurm reachable, last tick epoch): this replica's own while it leads, else

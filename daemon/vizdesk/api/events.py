@@ -158,6 +158,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     lease = await c.streams.acquire(identity.user)  # 429 before anything is sent
     q = hub.subscribe()
     loop = asyncio.get_running_loop()
+    opened = False
     try:
         response = web.StreamResponse(
             headers={
@@ -167,6 +168,8 @@ async def events(request: web.Request) -> web.StreamResponse:
             }
         )
         await response.prepare(request)
+        c.metrics.event_streams_open.inc()
+        opened = True
         sessions = await (c.store.list_all() if want_all else c.store.list_user(identity.user))
         for s in sessions:
             await response.write(_sse("session", s.to_public()))
@@ -207,6 +210,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
+        if opened:
+            c.metrics.event_streams_open.dec()
         hub.unsubscribe(q)
         await _release(c, identity.user, lease)
     return response

@@ -49,6 +49,15 @@ return 0
 """
 
 
+# KEYS: lease, key; ARGV: the fence's lease value, value, ttl seconds. SET only while
+# the lease still holds exactly that value.
+FENCED_SET = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+
+
 class FencedOut(Exception):
     """A tracker write was refused: this replica no longer holds the lease it ticked under."""
 
@@ -73,6 +82,12 @@ def fenced(fence: Fence) -> Iterator[None]:
         yield
     finally:
         CURRENT_FENCE.reset(token)
+
+
+async def fenced_set(redis: aioredis.Redis, fence: Fence, key: str, value: str, ttl: int) -> None:
+    """SET ``key`` (with a TTL) only while the lease holds ``fence``; else FencedOut."""
+    if not int(await redis.eval(FENCED_SET, 2, fence.key, key, fence.value, str(ttl))):
+        raise FencedOut(f"{key}: the tracker lease is no longer {fence.value}")
 
 
 class LeaderLease:
