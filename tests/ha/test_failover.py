@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from .conftest import (
+from tests.ha.conftest import (
     HaBed,
     api,
     carrier,
@@ -414,5 +414,8 @@ async def test_stream_and_socket_read_like_a_browser_after_sigterm(
         assert ws.close_code == 1012, ws.close_code
         report("sigterm", closed_s=round(time.monotonic() - t0, 3))
     finally:
+        deadline = time.monotonic() + 20
+        while ha.pid("replica-2") and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)  # it finishes its shutdown first
         ha.ha("start-replica", "2")
         await delete_all(http, ha, [sid])

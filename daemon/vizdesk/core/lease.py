@@ -86,7 +86,7 @@ def fenced(fence: Fence) -> Iterator[None]:
 
 async def fenced_set(redis: aioredis.Redis, fence: Fence, key: str, value: str, ttl: int) -> None:
     """SET ``key`` (with a TTL) only while the lease holds ``fence``; else FencedOut."""
-    if not int(await redis.eval(FENCED_SET, 2, fence.key, key, fence.value, str(ttl))):
+    if not int(await redis.eval(FENCED_SET, 2, fence.key, key, fence.value, value, str(ttl))):
         raise FencedOut(f"{key}: the tracker lease is no longer {fence.value}")
 
 
