@@ -37,6 +37,11 @@ testbed/slurm2511-tier.sh || tier=$?
 step "cluster tier: head + 3 compute nodes in namespaces (testbed/cluster.sh)"
 cluster=0
 VENV="$VENV" testbed/cluster-tier.sh || cluster=$?
+
+step "HA tier: HAProxy, Redis + Sentinel x3, three daemon replicas (testbed/ha.sh)"
+ha=0
+VENV="$VENV" testbed/ha-tier.sh || ha=$?
 if ((rc != 0)); then exit "$rc"; fi
 if ((tier != 0)); then exit "$tier"; fi
-exit "$cluster"
+if ((cluster != 0)); then exit "$cluster"; fi
+exit "$ha"
