@@ -218,10 +218,12 @@ async def metric(http: aiohttp.ClientSession, ha: HaBed, i: int, name: str) -> f
     return total
 
 
-async def readyz(http: aiohttp.ClientSession, ha: HaBed, i: int) -> dict[str, Any] | None:
+async def readyz(
+    http: aiohttp.ClientSession, ha: HaBed, i: int, timeout: float = 3.0
+) -> dict[str, Any] | None:
     try:
         async with http.get(
-            ha.replica_url(i) + "/readyz", timeout=aiohttp.ClientTimeout(total=3)
+            ha.replica_url(i) + "/readyz", timeout=aiohttp.ClientTimeout(total=timeout)
         ) as r:
             return dict(await r.json())
     except (TimeoutError, aiohttp.ClientError, ValueError):
@@ -231,7 +233,7 @@ async def readyz(http: aiohttp.ClientSession, ha: HaBed, i: int) -> dict[str, An
 async def leader(http: aiohttp.ClientSession, ha: HaBed) -> int | None:
     """The replica (1-3) that says it holds the lease now (asked at once: a paused replica
     must not delay the answer of the others)."""
-    bodies = await asyncio.gather(*(readyz(http, ha, i) for i in (1, 2, 3)))
+    bodies = await asyncio.gather(*(readyz(http, ha, i, timeout=0.5) for i in (1, 2, 3)))
     for i, body in enumerate(bodies, 1):
         if body and body.get("is_leader"):
             return i

@@ -192,7 +192,10 @@ async def test_a_paused_leader_is_fenced_and_steps_down(
             new = await leader(http, ha)
             await asyncio.sleep(0.1)
         assert new not in (None, old)
-        took_over = time.time() - t0
+        await asyncio.sleep(1.2)
+        taken = [t for t, n in ha.squeue_calls(t0) if n == f"replica{new}"]
+        assert taken, "the new leader never asked Slurm"
+        took_over = taken[0] - t0  # the new leader's first query after the pause
         os.unlink(slow)  # its squeue answers now
         await asyncio.sleep(0.3)
         resumed = time.time()

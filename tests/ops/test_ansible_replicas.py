@@ -30,8 +30,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vizdesk import config as config_mod
-
 from .conftest import REPO, ensure_tool, which
 
 PLAYBOOK = REPO / "tests" / "ops" / "ansible" / "replicas.yml"
@@ -47,26 +45,6 @@ HOSTS = {
     "head-c": {"vizdesk_listen_port": 18599, "vizdesk_head_replica_address": "::1"},
 }  # fmt: skip
 
-
-def _daemon_knows(section: str, key: str | None = None) -> bool:
-    """Whether this tree's config.py has the key (the daemon side of issue 15)."""
-    fields = {f.name: f for f in dataclasses.fields(config_mod.Config)}
-    if section not in fields:
-        return False
-    if key is None:
-        return True
-    hint = typing_hints(config_mod.Config)[section]
-    return key in {f.name for f in dataclasses.fields(hint)}
-
-
-def typing_hints(cls: type) -> dict[str, type]:
-    import typing
-
-    return typing.get_type_hints(cls)
-
-
-DAEMON_HAS_TRACKER = _daemon_knows("tracker")
-DAEMON_HAS_SENTINEL = _daemon_knows("redis", "sentinel_hosts")
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the ops tests run as root")
 
@@ -107,13 +85,10 @@ def _group_vars(root: Path) -> dict[str, object]:
             "vizdesk_head_sentinel_redis_password": SENTINEL_REDIS_PASSWORD,
             "vizdesk_redis_sentinel_password": SENTINEL_PASSWORD,
             "vizdesk_service_manager": "direct",
-            # check-config refuses keys it does not know: before the daemon side of
-            # issue 15 (tracker.*, redis.sentinel_*) the replica configs cannot pass it.
-            "replicas_check_config": check if DAEMON_HAS_TRACKER else "/bin/true %s",
+            "replicas_check_config": check,
         }
     )
-    if DAEMON_HAS_SENTINEL:
-        gvars["vizdesk_redis_sentinel_hosts"] = [f"127.0.0.1:{p}" for p in (26481, 26482, 26483)]
+    gvars["vizdesk_redis_sentinel_hosts"] = [f"127.0.0.1:{p}" for p in (26481, 26482, 26483)]
     return gvars
 
 
@@ -208,7 +183,6 @@ def test_each_replica_has_its_own_config(rendered: Rendered) -> None:
     assert "tracker" not in shared_c
 
 
-@pytest.mark.skipif(not DAEMON_HAS_TRACKER, reason="config.py has no tracker section yet")
 def test_replica_configs_pass_check_config(rendered: Rendered) -> None:
     for path in sorted(rendered.root.glob("head-*/etc/vizdesk-*.yaml")):
         res = subprocess.run(
@@ -220,9 +194,6 @@ def test_replica_configs_pass_check_config(rendered: Rendered) -> None:
 
 def test_sentinel_keys_only_when_sentinels_are_set(rendered: Rendered) -> None:
     shared = yaml.safe_load((rendered.host("head-a") / "etc" / "vizdesk.yaml").read_text())
-    if not DAEMON_HAS_SENTINEL:
-        assert not any(k.startswith(("sentinel_", "node_sentinel")) for k in shared["redis"])
-        return
     assert shared["redis"]["sentinel_hosts"] == [
         "127.0.0.1:26481", "127.0.0.1:26482", "127.0.0.1:26483",
     ]  # fmt: skip
@@ -361,8 +332,6 @@ def deployed_replicas(ops_env: dict[str, str], vizdesk_wheel: Path) -> Iterator[
     HAProxy and a Sentinel, in a root and on ports of its own; run twice."""
     from .test_ansible import OUTPUT_DIR, ROOT, _free_port, _run_playbook
 
-    if not DAEMON_HAS_TRACKER:
-        pytest.skip("config.py has no tracker section yet (the replicas' configs need it)")
     for tool in ("visudo", "nft", "redis-server"):
         ensure_tool(tool)
     ensure_haproxy()
@@ -394,8 +363,7 @@ def deployed_replicas(ops_env: dict[str, str], vizdesk_wheel: Path) -> Iterator[
         "vizdesk_head_sentinel_redis_password": SENTINEL_REDIS_PASSWORD,
         "vizdesk_redis_sentinel_password": SENTINEL_PASSWORD,
     }
-    if DAEMON_HAS_SENTINEL:
-        variables["vizdesk_redis_sentinel_hosts"] = [f"127.0.0.1:{sentinel_port}"]
+    variables["vizdesk_redis_sentinel_hosts"] = [f"127.0.0.1:{sentinel_port}"]
     if os.environ.get("SLURM_CONF"):
         variables["vizdesk_slurm_conf"] = os.environ["SLURM_CONF"]
     extra = ["-e", json.dumps(variables)]
@@ -447,10 +415,14 @@ def test_haproxy_balances_over_the_replicas(deployed_replicas: ReplicaDeployment
         ln.split()[2] for ln in cfg.read_text().splitlines() if ln.strip().startswith("server ")
     ]
     assert servers == [f"127.0.0.1:{p}" for p in d.ports]
-    for port in d.ports:
-        status, body = _get(f"http://127.0.0.1:{port}/readyz")
-        if status != 200:
-            pytest.skip(f"replica {port} is not ready (no Slurm here?): {body[:200]!r}")
+    for port in d.ports:  # ready: Redis through the Sentinel, the test bed's Slurm
+        deadline = time.monotonic() + 30
+        while True:
+            status, body = _get(f"http://127.0.0.1:{port}/readyz")
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert status == 200, f"replica {port} is not ready: {body[:300]!r}"
     pidfile = d.root / "run" / "haproxy.pid"
     res = subprocess.run(
         [ensure_haproxy(), "-D", "-f", str(cfg)], capture_output=True, text=True, timeout=30
