@@ -258,6 +258,7 @@ try {
       await shot(`${String(i + 1).padStart(2, "0")}-${round.name}-reconnecting`);
       if (i === 0) await axe("desktop-reconnecting");
     }
+    info.close_code = during.closeCode;
     log(`${round.name}: "reconnecting…" shown after ${info.indicator_after_ms} ms (close code ${during.closeCode})`);
     if (!round.drop) {
       const answer = await nextStdinLine(120000);

@@ -356,7 +356,7 @@ def test_reconnect_against_standin(standin_url: str) -> None:
 
 def _restart_daemon(d: Any, mode: str) -> None:
     """Stops the test's own daemon process (SIGTERM: a graceful shutdown, which closes the
-    desktop websockets with 1001 within its 5 s shutdown timeout; or SIGKILL: the browser
+    desktop websockets with 1012 at once and ends the events streams; or SIGKILL: the browser
     sees 1006) and starts it again with the same config: same port, same Redis prefix, so
     the desktop's job is found again."""
     d.proc.send_signal(signal.SIGKILL if mode == "kill" else signal.SIGTERM)
@@ -408,3 +408,5 @@ def test_portal_reconnects_after_daemon_restart(own_daemon: Any) -> None:
         restart=lambda mode: _restart_daemon(own_daemon, mode),
     )  # fmt: skip
     check_reconnect_summary(summary, rounds=2)
+    # graceful: the stopping daemon says "service restart"; SIGKILL: the connection is cut
+    assert [r.get("close_code") for r in summary["rounds"]] == ["1012", "1006"], summary

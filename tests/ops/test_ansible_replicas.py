@@ -149,7 +149,7 @@ def test_haproxy_lists_every_replica_of_every_host(rendered: Rendered) -> None:
             "option httpchk GET /readyz",
             "http-check expect status 200",
             "default-server check inter 1000 fastinter 1000 downinter 1000 fall 2 rise 1",
-            "option redispatch",
+            "option redispatch 1",
             "option forwardfor",
             "timeout tunnel 1h",
             "maxconn 8000",
