@@ -143,27 +143,29 @@ EOF
     ((i == 1)) || echo "replicaof $HOST $(rport 1)"
 }
 
-start_redis() {
-    local i=$1 pid
-    if pid=$(redis_pid "$i"); then
-        say "redis-$i: running (pid $pid, port $(rport "$i"))"
+# start_instance KIND I: redis-I or sentinel-I (KIND redis|sentinel), as the redis user,
+# from its config (written when missing, or anew on a fresh bed: a Redis or Sentinel that
+# comes back after a failover keeps what Sentinel rewrote into it, so the Sentinels place
+# it as a replica of the new primary; a fresh bed starts with redis-1 as the primary).
+start_instance() {
+    local kind=$1 i=$2 name=$1-$2 pid port conf extra=()
+    port=$([[ $kind == redis ]] && rport "$i" || sport "$i")
+    conf=$DIR/$name/$kind.conf
+    [[ $kind == sentinel ]] && extra=(--sentinel)
+    if pid=$("${kind}_pid" "$i"); then
+        say "$name: running (pid $pid, port $port)"
         return 0
     fi
-    install -d -m 0750 -o redis -g redis "$DIR/redis-$i"
-    # A Redis that comes back is the Sentinels' to place: after a failover it is told to
-    # replicate the new primary (Sentinel rewrites its replicaof); a fresh bed starts with
-    # redis-1 as the primary.
-    if [[ ! -s $DIR/redis-$i/redis.conf || ${FRESH:-0} == 1 ]]; then
-        redis_conf "$i" >"$DIR/redis-$i/redis.conf"
-    fi
-    chown redis:redis "$DIR/redis-$i/redis.conf"
-    chmod 0600 "$DIR/redis-$i/redis.conf"
-    [[ -e $LOG/redis-$i.log ]] || install -m 0640 -o redis -g redis /dev/null "$LOG/redis-$i.log"
-    install -m 0644 -o redis -g redis /dev/null "$RUN/redis-$i.pid"
-    nolock runuser -u redis -- redis-server "$DIR/redis-$i/redis.conf" >/dev/null ||
-        die "redis-$i failed to start: $(tail -n 3 "$LOG/redis-$i.log")"
-    wait_for 10 redis redis_ok "$i" || die "redis-$i does not answer, see $LOG/redis-$i.log"
-    say "redis-$i: started (pid $(cat "$RUN/redis-$i.pid"), port $(rport "$i"))"
+    install -d -m 0750 -o redis -g redis "$DIR/$name"
+    if [[ ! -s $conf || ${FRESH:-0} == 1 ]]; then "${kind}_conf" "$i" >"$conf"; fi
+    chown redis:redis "$conf"
+    chmod 0600 "$conf"
+    [[ -e $LOG/$name.log ]] || install -m 0640 -o redis -g redis /dev/null "$LOG/$name.log"
+    install -m 0644 -o redis -g redis /dev/null "$RUN/$name.pid"
+    nolock runuser -u redis -- redis-server "$conf" "${extra[@]}" >/dev/null ||
+        die "$name failed to start: $(tail -n 3 "$LOG/$name.log")"
+    wait_for 10 "$kind" "${kind}_ok" "$i" || die "$name does not answer, see $LOG/$name.log"
+    say "$name: started (pid $(cat "$RUN/$name.pid"), port $port)"
 }
 
 sentinel_conf() {
@@ -183,26 +185,6 @@ sentinel down-after-milliseconds $MASTER 1000
 sentinel failover-timeout $MASTER 5000
 sentinel parallel-syncs $MASTER 1
 EOF
-}
-
-start_sentinel() {
-    local i=$1 pid
-    if pid=$(sentinel_pid "$i"); then
-        say "sentinel-$i: running (pid $pid, port $(sport "$i"))"
-        return 0
-    fi
-    install -d -m 0750 -o redis -g redis "$DIR/sentinel-$i"
-    if [[ ! -s $DIR/sentinel-$i/sentinel.conf || ${FRESH:-0} == 1 ]]; then
-        sentinel_conf "$i" >"$DIR/sentinel-$i/sentinel.conf"
-    fi
-    chown redis:redis "$DIR/sentinel-$i/sentinel.conf"
-    chmod 0600 "$DIR/sentinel-$i/sentinel.conf"
-    [[ -e $LOG/sentinel-$i.log ]] || install -m 0640 -o redis -g redis /dev/null "$LOG/sentinel-$i.log"
-    install -m 0644 -o redis -g redis /dev/null "$RUN/sentinel-$i.pid"
-    nolock runuser -u redis -- redis-server "$DIR/sentinel-$i/sentinel.conf" --sentinel >/dev/null ||
-        die "sentinel-$i failed to start: $(tail -n 3 "$LOG/sentinel-$i.log")"
-    wait_for 10 sentinel sentinel_ok "$i" || die "sentinel-$i does not answer, see $LOG/sentinel-$i.log"
-    say "sentinel-$i: started (pid $(cat "$RUN/sentinel-$i.pid"), port $(sport "$i"))"
 }
 
 # The primary every Sentinel names, and that primary's own word on its role.
@@ -356,8 +338,8 @@ cmd_up() {
     done
     FRESH=$((1 - any)) # nothing of Redis running: start over with redis-1 as the primary
     ((FRESH)) && rm -f "$LOG/squeue.log"
-    for ((i = 1; i <= N; i++)); do start_redis "$i"; done
-    for ((i = 1; i <= N; i++)); do start_sentinel "$i"; done
+    for ((i = 1; i <= N; i++)); do start_instance redis "$i"; done
+    for ((i = 1; i <= N; i++)); do start_instance sentinel "$i"; done
     wait_for 30 sentinels primary_agreed || die "the Sentinels do not agree on a primary"
     for ((i = 1; i <= N; i++)); do start_replica "$i"; done
     start_haproxy
@@ -414,7 +396,7 @@ case ${1:-} in
     start-replica)
         check_index "${2:-}"; load_bed; read_ports || die "not set up"; start_replica "$2" ;;
     start-redis)
-        check_index "${2:-}"; load_bed; read_ports || die "not set up"; start_redis "$2" ;;
+        check_index "${2:-}"; load_bed; read_ports || die "not set up"; start_instance redis "$2" ;;
     *)
         echo "usage: $0 up|down|status|restart-replica N|start-replica N|start-redis N" >&2
         exit 2 ;;

@@ -48,6 +48,17 @@ async def all_ready(http: aiohttp.ClientSession, ha: HaBed, timeout: float = 60)
     raise AssertionError(f"replicas not all ready: {bodies}")
 
 
+async def leader_other_than(http: aiohttp.ClientSession, ha: HaBed, old: int, within: float) -> int:
+    """The replica that leads once ``old`` no longer does (fails after ``within`` s)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        new = await leader(http, ha)
+        if new not in (None, old):
+            return new
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no leader other than replica{old} after {within} s")
+
+
 async def frame_answer(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10) -> None:
     """Ask for a full update and wait until the server's answer starts."""
     await ws.send_bytes(update_request(incremental=False))
@@ -124,12 +135,7 @@ async def test_kill_the_replica_carrying_a_desktop_and_a_stream(
         assert reconnect < 3.0 and stream < 3.0, (reconnect, stream)
         status, body = await api(http, ha, "GET", f"/api/v1/sessions/{sid}")
         assert status == 200 and body["state"] == "READY", body
-        new_leader = None
-        deadline = time.monotonic() + LEASE * 1.5 + 2
-        while time.monotonic() < deadline and new_leader in (None, victim):
-            new_leader = await leader(http, ha)
-            await asyncio.sleep(0.2)
-        assert new_leader not in (None, victim)
+        await leader_other_than(http, ha, victim, LEASE * 1.5 + 2)
         await asyncio.sleep(2)
         calls = ha.squeue_calls(t0 - 5)
         assert single_writer(calls), calls
@@ -153,11 +159,7 @@ async def test_kill_the_leader_a_new_one_within_a_lease(
     t0 = time.time()
     ha.kill9(f"replica-{old}")
     try:
-        new = None
-        while new in (None, old) and time.time() - t0 < LEASE * 2:
-            new = await leader(http, ha)
-            await asyncio.sleep(0.1)
-        assert new not in (None, old)
+        new = await leader_other_than(http, ha, old, LEASE * 2)
         await asyncio.sleep(1.5)
         after = [(t, n) for t, n in ha.squeue_calls(t0) if n != f"replica{old}"]
         assert after, "the new leader never asked Slurm"
@@ -187,11 +189,7 @@ async def test_a_paused_leader_is_fenced_and_steps_down(
             await asyncio.sleep(0.05)
         os.kill(pid, signal.SIGSTOP)  # paused mid-tick, lease not renewed
         t0 = time.time()
-        new = None
-        while new in (None, old) and time.time() - t0 < LEASE * 2.5:
-            new = await leader(http, ha)
-            await asyncio.sleep(0.1)
-        assert new not in (None, old)
+        new = await leader_other_than(http, ha, old, LEASE * 2.5)
         await asyncio.sleep(1.2)
         taken = [t for t, n in ha.squeue_calls(t0) if n == f"replica{new}"]
         assert taken, "the new leader never asked Slurm"
