@@ -373,12 +373,18 @@ start_services() {
     ns_run root -- bash -s "$SID_REDIS_PORT" <<'EOF'
 set -euo pipefail
 redis_port=$1
-if ! pgrep -x munged >/dev/null; then
+# running FILE COMM: the pid file names a live COMM (each daemon is ours by its pid file)
+running() {
+    local pid
+    pid=$(tr -dc '0-9' <"$1" 2>/dev/null) || return 1
+    [[ -n $pid && $(cat "/proc/$pid/comm" 2>/dev/null) == "$2"* ]]
+}
+if ! running /run/munge/munged.pid munged; then
     install -d -o munge -g munge -m 0755 /run/munge
     runuser -u munge -- /usr/sbin/munged
 fi
 for _ in $(seq 50); do [[ -S /run/munge/munge.socket.2 ]] && break; sleep 0.1; done
-if ! pgrep -x redis-server >/dev/null; then
+if ! running /run/redis/redis-sid.pid redis-server; then
     pw=$(cat /etc/vizdesk-sid/redis_password)
     install -d -o redis -g redis /run/redis /var/lib/redis
     cat >/etc/vizdesk-sid/redis.conf <<CONF
@@ -397,8 +403,8 @@ CONF
     install -d -o redis -g redis /var/log/redis
     runuser -u redis -- redis-server /etc/vizdesk-sid/redis.conf
 fi
-pgrep -x slurmctld >/dev/null || slurmctld
-pgrep -x slurmd >/dev/null || slurmd
+running /run/slurmctld.pid slurmctld || slurmctld
+running /run/slurmd.pid slurmd || slurmd
 for _ in $(seq 150); do
     state=$(sinfo -h -n vizsid -o %T 2>/dev/null || true)
     [[ $state == idle* || $state == mixed* || $state == allocated* ]] && break
@@ -704,8 +710,11 @@ cmd_status() {
     if pid=$(holder_pid); then
         echo "ns:     running (init pid $pid)"
         # shellcheck disable=SC2016
-        ns_run root -- bash -c 'for p in munged redis-server slurmctld slurmd; do
-            printf "%-13s %s\n" "$p:" "$(pgrep -x $p >/dev/null && echo running || echo stopped)"; done
+        ns_run root -- bash -c 'for pair in munged:/run/munge/munged.pid \
+            redis-server:/run/redis/redis-sid.pid slurmctld:/run/slurmctld.pid slurmd:/run/slurmd.pid; do
+            p=${pair%%:*} f=${pair#*:} pid=$(tr -dc 0-9 <"$f" 2>/dev/null || true)
+            if [[ -n $pid && $(cat /proc/$pid/comm 2>/dev/null) == "$p"* ]]; then st=running; else st=stopped; fi
+            printf "%-13s %s\n" "$p:" "$st"; done
             sinfo 2>/dev/null | sed "s/^/        /" || true'
     else
         echo "ns:     not running"

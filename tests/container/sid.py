@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -101,7 +102,11 @@ class Sid:
         return out
 
     def kill_matching(self, pattern: str, user: str = "alice") -> None:
-        self.run("pkill", "-KILL", "-u", user, "-f", pattern, check=False)
+        """SIGKILL ``user``'s processes of the root whose command line matches ``pattern``
+        (a regular expression), by the pids the root's own ``ps`` lists."""
+        pids = [str(pid) for pid, _, cmd in self.processes(user) if re.search(pattern, cmd)]
+        if pids:
+            self.run("kill", "-KILL", *pids, check=False)
 
     def fuse(self, mode: str | None = None) -> str:
         """Set the root's own /dev/fuse (usable, root-only, missing, host); its state."""

@@ -91,7 +91,9 @@ def start_sid_daemon(sid: Sid, overrides: dict[str, Any] | None = None) -> Itera
     sid.write_file(config_path, yaml.safe_dump(cfg), 0o644)
     sid.run("/opt/vizdesk-venv/bin/vizdesk", "--config", config_path, "check-config")
     log = OUTPUT / f"container-daemon-{tag}.log"
+    pidfile = f"/run/vizdesk-sid-daemon-{tag}.pid"  # the daemon is ours by this file
     proc = sid.popen(
+        "sh", "-c", 'echo $$ > "$0"; exec "$@"', pidfile,
         "/opt/vizdesk-venv/bin/vizdesk", "--config", config_path, "serve",
         env={"PYTHONUNBUFFERED": "1"}, log=log,
     )  # fmt: skip
@@ -107,12 +109,12 @@ def start_sid_daemon(sid: Sid, overrides: dict[str, Any] | None = None) -> Itera
     else:
         pytest.fail(f"vizdesk serve did not listen within 60 s:\n{log.read_text()[-3000:]}")
     yield SidDaemon(f"http://127.0.0.1:{port}", prefix, secret, config_path)
-    sid.run("pkill", "-INT", "-f", "--", f"--config {config_path} serve", check=False)
+    sid.run("sh", "-c", 'kill -INT "$(cat "$0")"', pidfile, check=False)
     try:
         proc.wait(timeout=20)
     except Exception:
-        sid.run("pkill", "-KILL", "-f", "--", f"--config {config_path} serve", check=False)
-    sid.run("rm", "-f", config_path, check=False)
+        sid.run("sh", "-c", 'kill -KILL "$(cat "$0")"', pidfile, check=False)
+    sid.run("rm", "-f", config_path, pidfile, check=False)
 
 
 @pytest.fixture(scope="module")
