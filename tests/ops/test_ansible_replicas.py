@@ -106,7 +106,7 @@ def ensure_haproxy() -> str:
         found = which("haproxy")
         if found:
             return found
-    pytest.fail("haproxy is not installed and apt-get could not install it (Debian package haproxy)")
+    pytest.fail("haproxy is not installed and apt-get could not install it (package haproxy)")
 
 
 @pytest.fixture(scope="module")
