@@ -166,7 +166,10 @@ async def test_roundtrip(world: World) -> None:
     ws = await world.connect()
     assert ws.protocol == "binary"
     r = await handshake(ws)
-    payload = os.urandom(100_000)
+    # A message type the input filter does not know makes it step aside, so the random
+    # rest passes verbatim (a random first byte of a known type, e.g. a ClientCutText with
+    # a huge length, got the stream refused about once in a hundred runs).
+    payload = b"\x7f" + os.urandom(99_999)
     await ws.send_bytes(payload[:1])
     await ws.send_bytes(payload[1:])
     assert await r.read(8) == struct.pack(">BBHi", 2, 0, 1, 0)  # forwarded leftover, echoed
